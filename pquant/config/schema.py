@@ -1,0 +1,236 @@
+"""Structured-config schemas for the sections of the pquant config.
+
+Field names and defaults follow the user's config reference (PQuantML's documented tables); extra
+fields (batch size, optimizer, round mode, ...) are additions. Each schema can check its own value
+ranges with ``validate(path)``; type errors are caught earlier by OmegaConf at compose time.
+
+Schemas stored in Hydra's ConfigStore must not be frozen (overrides would fail).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Dict, List, Optional
+
+from omegaconf import MISSING
+
+from pquant.config.checks import check_keep_negatives, check_range, fail
+from pquant.config.errors import ConfigError
+from pquant.quant.modes import OverflowMode, RoundMode
+from pquant.quant.quantizer import QuantSpec
+
+#: Weight-rewinding policy (values contain dashes, hence the functional Enum API).
+Rewind = Enum(
+    "Rewind",
+    {"never": "never", "post-training-stage": "post-training-stage", "every-round": "every-round"},
+    module=__name__,
+)
+
+
+def _adam() -> Dict[str, Any]:
+    return {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1.0e-3}
+
+
+def _cross_entropy() -> Dict[str, Any]:
+    return {"_target_": "torch.nn.CrossEntropyLoss"}
+
+
+# --------------------------------------------------------------------------------- training
+@dataclass
+class TrainingConfig:
+    """The stage schedule: pretraining -> ``rounds`` x ``epochs`` -> fine-tuning."""
+
+    epochs: int = 200  #: epochs per round of the main (pruning) stage
+    fine_tuning_epochs: int = 0  #: epochs with frozen masks after the rounds
+    pretraining_epochs: int = 50  #: dense warm-up epochs (no pruning, no compression losses)
+    rewind: Rewind = Rewind["never"]  #: never | post-training-stage | every-round
+    rounds: int = 1  #: number of prune-train rounds
+    save_weights_epoch: int = -1  #: epoch of round 0 whose start is snapshotted for rewinding
+    # -- additions -------------------------------------------------------------------------
+    batch_size: int = 64
+    eval_batch_size: int = 1024
+    pruning_first: bool = True  #: True: quantize(prune(W)); False: prune(quantize(W))
+    optimizer: Any = field(default_factory=_adam)  #: partial optimizer (_target_, _partial_)
+    scheduler: Any = None  #: optional partial LR scheduler, stepped once per epoch
+    loss: Any = field(default_factory=_cross_entropy)  #: task loss (_target_)
+    progress: bool = True  #: progress bar per stage (quiet when stderr is not a TTY)
+
+    def validate(self, path: str = "training") -> None:
+        for name in ("epochs", "fine_tuning_epochs", "pretraining_epochs"):
+            check_range(f"{path}.{name}", getattr(self, name), lo=0)
+        check_range(f"{path}.rounds", self.rounds, lo=1)
+        check_range(f"{path}.batch_size", self.batch_size, lo=1)
+        check_range(f"{path}.eval_batch_size", self.eval_batch_size, lo=1)
+        if self.save_weights_epoch != -1:
+            check_range(f"{path}.save_weights_epoch", self.save_weights_epoch, lo=0,
+                        hi=max(self.epochs - 1, 0))
+        if self.rewind is not Rewind["never"] and self.save_weights_epoch == -1:
+            raise ConfigError(
+                f"{path}.rewind={self.rewind.value!r} needs a snapshot to rewind to: set "
+                f"{path}.save_weights_epoch to an epoch in [0, {max(self.epochs - 1, 0)}] "
+                f"(or use {path}.rewind=never), got save_weights_epoch=-1"
+            )
+        if self.epochs == 0 and self.rounds > 1:
+            raise fail(f"{path}.epochs", "be >= 1 when rounds > 1", self.epochs)
+        for name in ("optimizer", "loss"):
+            node = getattr(self, name)
+            if not isinstance(node, dict) or "_target_" not in node:
+                raise fail(f"{path}.{name}", "be a config node with a _target_", node)
+
+
+# --------------------------------------------------------------------------------- quantization
+@dataclass
+class QuantizationConfig:
+    """Fixed-point settings. Formats are ``(keep_negatives, integer_bits, fractional_bits)``.
+
+    The reference defaults every bit count to 0, which is not a usable format; the schema keeps
+    those defaults but the ``quantization=fixed`` preset sets working 8-bit formats.
+    """
+
+    default_data_keep_negatives: int = 0
+    default_data_integer_bits: int = 0
+    default_data_fractional_bits: int = 0
+    default_weight_keep_negatives: int = 0
+    default_weight_integer_bits: int = 0
+    default_weight_fractional_bits: int = 0
+    quantize_input: bool = True
+    quantize_output: bool = True
+    enable_quantization: bool = True
+    hgq_gamma: float = 0.0
+    hgq_beta: float = 0.0
+    layer_specific: Dict[str, Any] = field(default_factory=dict)
+    use_hgq: bool = False
+    use_real_tanh: bool = False
+    overflow_mode_data: OverflowMode = OverflowMode.SAT
+    overflow_mode_parameters: OverflowMode = OverflowMode.SAT
+    round_mode: RoundMode = RoundMode.RND
+
+    def data_spec(self) -> QuantSpec:
+        return QuantSpec(self.default_data_keep_negatives, self.default_data_integer_bits,
+                         self.default_data_fractional_bits, self.round_mode,
+                         self.overflow_mode_data)
+
+    def weight_spec(self) -> QuantSpec:
+        return QuantSpec(self.default_weight_keep_negatives, self.default_weight_integer_bits,
+                         self.default_weight_fractional_bits, self.round_mode,
+                         self.overflow_mode_parameters)
+
+    def validate(self, path: str = "quantization") -> None:
+        for kind in ("data", "weight"):
+            kn = f"{path}.default_{kind}_keep_negatives"
+            check_keep_negatives(kn, getattr(self, f"default_{kind}_keep_negatives"))
+            spec = self.data_spec() if kind == "data" else self.weight_spec()
+            if self.enable_quantization and spec.bits < 1:
+                raise ConfigError(
+                    f"{path}: the default {kind} format must be at least 1 bit wide "
+                    f"(keep_negatives + integer_bits + fractional_bits >= 1), got "
+                    f"k={spec.k}, i={spec.i}, f={spec.f} ({spec.bits} bits); set "
+                    f"{path}.default_{kind}_integer_bits / _fractional_bits, or pick the "
+                    f"8-bit preset with quantization=fixed"
+                )
+        check_range(f"{path}.hgq_gamma", self.hgq_gamma, lo=0)
+        check_range(f"{path}.hgq_beta", self.hgq_beta, lo=0)
+        if self.use_hgq:
+            raise ConfigError(
+                f"{path}.use_hgq=true: HGQ (learnable bit-widths) is not available in this "
+                f"version; allowed: false, got true"
+            )
+        if self.layer_specific:
+            raise ConfigError(
+                f"{path}.layer_specific: per-layer overrides are not available in this version; "
+                f"allowed: {{}}, got {dict(self.layer_specific)!r}"
+            )
+
+
+# --------------------------------------------------------------------------------- fitcompress
+@dataclass
+class PruningSchedule:
+    start: float = 0.0
+    end: float = -3.0
+    steps: int = 40
+
+
+@dataclass
+class FitCompressConfig:
+    """FITCompress search settings (reference field names and defaults)."""
+
+    enable_fitcompress: bool = False
+    optimize_quantization: bool = True
+    quantization_schedule: List[float] = field(default_factory=lambda: [7.0, 4.0, 3.0, 2.0])
+    pruning_schedule: PruningSchedule = field(default_factory=PruningSchedule)
+    compression_goal: float = 0.10
+    optimize_pruning: bool = False
+    greedy_astar: bool = True
+    approximate: bool = True
+    f_lambda: float = 1.0
+
+    def validate(self, path: str = "fitcompress") -> None:
+        check_range(f"{path}.compression_goal", self.compression_goal, lo=0, hi=1, lo_open=True)
+        check_range(f"{path}.pruning_schedule.steps", self.pruning_schedule.steps, lo=2)
+        if self.enable_fitcompress:
+            raise ConfigError(
+                f"{path}.enable_fitcompress=true: the FITCompress search is not available in "
+                f"this version; allowed: false, got true"
+            )
+
+
+# --------------------------------------------------------------------------------- finetuning
+@dataclass
+class SamplerConfig:
+    type: str = "TPESampler"
+    params: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SearchSpaceConfig:
+    numerical: Dict[str, Any] = field(default_factory=dict)
+    categorical: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class FinetuningConfig:
+    """Hyper-parameter search section (the reference's ``hpo_parameters``)."""
+
+    experiment_name: str = "experiment_1"
+    model_name: str = "example_model"
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    num_trials: int = 0
+    hyperparameter_search: SearchSpaceConfig = field(default_factory=SearchSpaceConfig)
+
+    def validate(self, path: str = "finetuning") -> None:
+        check_range(f"{path}.num_trials", self.num_trials, lo=0)
+
+
+# --------------------------------------------------------------------------------- tracking
+@dataclass
+class TrackingConfig:
+    """Where runs are recorded. ``_target_`` picks the tracker (MLflow or none)."""
+
+    _target_: str = "pquant.tracking.base.NullTracker"
+    experiment_name: str = "pquant"
+    #: tracking URI; null -> $MLFLOW_TRACKING_URI, else sqlite:///<start dir>/outputs/mlflow.db
+    uri: Optional[str] = None
+    run_name: Optional[str] = None
+    log_model: bool = True  #: log the final state dict as an artifact
+
+    def validate(self, path: str = "tracking") -> None:
+        if not self.experiment_name:
+            raise fail(f"{path}.experiment_name", "be a non-empty string", self.experiment_name)
+
+
+# --------------------------------------------------------------------------------- top level
+@dataclass
+class PQuantConfig:
+    """The primary config: the sections plus run-wide settings."""
+
+    seed: int = 42
+    device: str = "auto"  #: auto | cpu | cuda | cuda:N
+    data: Any = MISSING
+    model: Any = MISSING
+    training: Any = MISSING
+    pruning: Any = MISSING
+    quantization: Any = MISSING
+    finetuning: Any = MISSING
+    fitcompress: Any = MISSING
+    tracking: Any = MISSING

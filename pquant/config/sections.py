@@ -1,0 +1,109 @@
+"""Typed, validated views of the config sections.
+
+``sections(cfg)`` turns a composed config (DictConfig) -- or a plain dict with some sections --
+into dataclass objects and runs every range check. Missing sections take the schema defaults;
+a dict ``pruning`` section picks its schema through ``pruning_method``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass, is_dataclass
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from pquant.config.errors import ConfigError
+from pquant.config.schema import (
+    FinetuningConfig,
+    FitCompressConfig,
+    QuantizationConfig,
+    TrainingConfig,
+)
+from pquant.pruning.base import NoPruningConfig, PruningConfig
+
+
+def pruning_schemas() -> dict[str, type[PruningConfig]]:
+    """Every pruning-method schema, keyed by method name.
+
+    Imports each module of :mod:`pquant.pruning` (one file per method) and collects the
+    :class:`PruningConfig` subclasses, including ones a user defined and imported elsewhere.
+    """
+    import pquant.pruning as package
+
+    for info in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{package.__name__}.{info.name}")
+    found: dict[str, type[PruningConfig]] = {}
+    stack = list(PruningConfig.__subclasses__())
+    while stack:
+        cls = stack.pop()
+        stack.extend(cls.__subclasses__())
+        name = cls.method_name()
+        if isinstance(name, str) and name != "???":
+            found[name] = cls
+    return found
+
+
+@dataclass
+class Sections:
+    """The validated sections, as dataclass objects."""
+
+    training: TrainingConfig
+    pruning: PruningConfig
+    quantization: QuantizationConfig
+    fitcompress: FitCompressConfig
+    finetuning: FinetuningConfig
+
+
+_SIMPLE = {
+    "training": TrainingConfig,
+    "quantization": QuantizationConfig,
+    "fitcompress": FitCompressConfig,
+    "finetuning": FinetuningConfig,
+}
+
+
+def _to_object(name: str, node, schema: type):
+    if node is None:
+        return schema()
+    if is_dataclass(node) and not isinstance(node, type):
+        return node
+    try:
+        if isinstance(node, DictConfig) and OmegaConf.get_type(node) is schema:
+            return OmegaConf.to_object(node)
+        merged = OmegaConf.merge(OmegaConf.structured(schema), node)
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+
+
+def _pruning_object(node):
+    if node is None:
+        return NoPruningConfig()
+    if isinstance(node, PruningConfig):
+        return node
+    if isinstance(node, DictConfig):
+        node_type = OmegaConf.get_type(node)
+        if isinstance(node_type, type) and issubclass(node_type, PruningConfig):
+            return OmegaConf.to_object(node)
+    schemas = pruning_schemas()
+    method = (node or {}).get("pruning_method") if hasattr(node, "get") else None
+    if method not in schemas:
+        raise ConfigError(
+            f"pruning.pruning_method must be one of {sorted(schemas)}, got {method!r}"
+        )
+    return _to_object("pruning", node, schemas[method])
+
+
+def sections(cfg) -> Sections:
+    """Validated dataclass views of ``cfg``'s sections (raises :class:`ConfigError`)."""
+    get = cfg.get if hasattr(cfg, "get") else (lambda key, default=None: default)
+    objs = {name: _to_object(name, get(name), schema) for name, schema in _SIMPLE.items()}
+    result = Sections(pruning=_pruning_object(get("pruning")), **objs)
+    result.training.validate("training")
+    result.pruning.validate("pruning")
+    result.quantization.validate("quantization")
+    result.fitcompress.validate("fitcompress")
+    result.finetuning.validate("finetuning")
+    return result

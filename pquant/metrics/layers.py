@@ -1,0 +1,82 @@
+"""Enumerate the layers metrics are computed over, and the tensors they actually use."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from pquant.nn.weight_layer import CompressedWeightMixin
+from pquant.pruning.base import PruningMethod
+from pquant.quant.quantizer import FixedPointQuantizer
+
+#: Plain torch layers whose weights count in sparsity and cost metrics when left unconverted.
+PLAIN_WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+#: Module types that belong to the compression machinery, not to the model's own parameters.
+MACHINERY = (PruningMethod, FixedPointQuantizer)
+
+FLOAT_BITS = 32.0
+
+
+@dataclass
+class WeightLayerView:
+    """A weight layer as the forward sees it.
+
+    Attributes:
+        name: dotted module name.
+        module: the layer.
+        weight: effective weight (pruned and quantized), detached.
+        bias: effective bias or None.
+        weight_bits: bit-width per weight element, broadcastable to ``weight``.
+        bias_bits: bit-width per bias element (scalar tensor if per tensor), or None.
+        input_bits: bit-width of the layer input (32 for float inputs).
+    """
+
+    name: str
+    module: nn.Module
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+    weight_bits: torch.Tensor
+    bias_bits: torch.Tensor | None
+    input_bits: torch.Tensor
+
+
+def _bits_of(quantizer, like: torch.Tensor) -> torch.Tensor:
+    if quantizer is None or not getattr(quantizer, "enabled", True):
+        return torch.full((), FLOAT_BITS, device=like.device)
+    return quantizer.bits.to(like.device)
+
+
+def weight_layers(model: nn.Module) -> list[WeightLayerView]:
+    """Every PQ weight layer and every unconverted Linear/Conv layer of ``model``."""
+    views = []
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if isinstance(module, CompressedWeightMixin):
+                weight, bias = module.effective_params()
+                views.append(WeightLayerView(
+                    name, module, weight.detach(), None if bias is None else bias.detach(),
+                    _bits_of(module.weight_quantizer, weight),
+                    None if bias is None else _bits_of(module.bias_quantizer, bias),
+                    _bits_of(module.input_quantizer, weight),
+                ))
+            elif isinstance(module, PLAIN_WEIGHT_LAYERS):
+                w = module.weight.detach()
+                b = None if module.bias is None else module.bias.detach()
+                full = torch.full((), FLOAT_BITS, device=w.device)
+                views.append(WeightLayerView(name, module, w, b, full,
+                                             None if b is None else full, full))
+    return views
+
+
+def own_parameters(model: nn.Module):
+    """``(module_name, module, param_name, tensor)`` for the model's own parameters.
+
+    Parameters of pruning methods and quantizers (thresholds, learnable bit-widths) are skipped.
+    """
+    for name, module in model.named_modules():
+        if isinstance(module, MACHINERY):
+            continue
+        for pname, p in module.named_parameters(recurse=False):
+            yield name, module, pname, p

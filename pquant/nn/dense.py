@@ -1,0 +1,58 @@
+"""PQDense: a compressed ``nn.Linear``."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pquant.nn.weight_layer import CompressedWeightMixin
+
+
+class PQDense(CompressedWeightMixin, nn.Linear):
+    """``nn.Linear`` with input/weight/bias/output quantizers and a pruning method.
+
+    Mirrors ``nn.Linear(in_features, out_features, bias=True, device=None, dtype=None)``; the
+    compression parts are keyword-only and optional (all None = exactly ``nn.Linear``).
+
+    Shapes: input ``(*, in_features)``, output ``(*, out_features)``; weight ``(out, in)``.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        device=None,
+        dtype=None,
+        *,
+        input_quantizer: nn.Module | None = None,
+        weight_quantizer: nn.Module | None = None,
+        bias_quantizer: nn.Module | None = None,
+        output_quantizer: nn.Module | None = None,
+        pruning: nn.Module | None = None,
+        pruning_first: bool = True,
+    ) -> None:
+        nn.Linear.__init__(self, in_features, out_features, bias, device, dtype)
+        self._init_compression(
+            input_quantizer, weight_quantizer, bias_quantizer, output_quantizer, pruning,
+            pruning_first,
+        )
+
+    @classmethod
+    def from_torch(cls, layer: nn.Linear, **compression) -> PQDense:
+        """Wrap ``layer``: the new module takes over its Parameter objects (no copy)."""
+        new = cls(layer.in_features, layer.out_features, layer.bias is not None, device="meta",
+                  dtype=layer.weight.dtype, **compression)
+        new.weight = layer.weight
+        new.bias = layer.bias
+        return new
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_quantizer is not None:
+            x = self.input_quantizer(x)
+        weight, bias = self.effective_params()
+        y = F.linear(x, weight, bias)
+        if self.output_quantizer is not None:
+            y = self.output_quantizer(y)
+        return y

@@ -1,0 +1,189 @@
+"""The pruning contract: a config dataclass and a per-layer module per method.
+
+A method lives in one file of this package: a dataclass derived from :class:`PruningConfig`
+(fields, defaults, ``validate``) whose ``_target_`` names a :class:`PruningMethod` subclass. The
+runner discovers the dataclasses, registers them as Hydra schemas, and builds one method module
+per prunable layer with ``method_cls(config, weight_shape, layer_type)``.
+
+Stages (:class:`Stage`): ``PRETRAINING`` (dense warm-up, masks are ones), ``TRAINING`` (masks are
+learned; extra losses apply) and ``FINETUNING`` (masks frozen and binary). Only the training loop
+calls the hooks, in this order::
+
+    on_epoch_start / on_epoch_end         around every epoch of every stage
+    on_pretraining_end                    once, after the last pretraining epoch (even if none)
+    on_round_end                          after every round of the main stage (last one included)
+    on_finetuning_start                   once, before the fine-tuning epochs (even if none)
+    observe(inputs, outputs)              per training batch, only while ``wants_observations``
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from enum import IntEnum
+from typing import List
+
+import torch
+from omegaconf import MISSING
+from torch import nn
+
+from pquant.config.checks import fail
+
+
+class Stage(IntEnum):
+    PRETRAINING = 0
+    TRAINING = 1
+    FINETUNING = 2
+
+
+@dataclass
+class EpochInfo:
+    """Where the loop stands when an epoch hook is called.
+
+    Attributes:
+        stage: the current stage.
+        epoch: epoch index inside the current stage (inside the current round for TRAINING).
+        num_epochs: number of epochs of the current stage (of one round for TRAINING).
+        round: round index (0 outside the main stage).
+        global_epoch: epochs run so far over all stages.
+    """
+
+    stage: Stage
+    epoch: int
+    num_epochs: int
+    round: int = 0
+    global_epoch: int = 0
+
+
+@dataclass
+class RoundInfo:
+    round: int
+    num_rounds: int
+
+    @property
+    def is_last(self) -> bool:
+        return self.round == self.num_rounds - 1
+
+
+@dataclass
+class PruningConfig:
+    """Fields shared by every pruning method (reference names and defaults)."""
+
+    _target_: str = MISSING  #: the per-layer PruningMethod class
+    pruning_method: str = MISSING  #: must equal the method's own name (the group option)
+    enable_pruning: bool = True
+    disable_pruning_for_layers: List[str] = field(default_factory=list)
+    threshold_decay: float = 0.0
+
+    @classmethod
+    def method_name(cls) -> str:
+        """The method's own name: the default of ``pruning_method`` in this dataclass."""
+        return next(f.default for f in fields(cls) if f.name == "pruning_method")
+
+    def validate(self, path: str = "pruning") -> None:
+        own = self.method_name()
+        if self.pruning_method != own:
+            raise fail(
+                f"{path}.pruning_method",
+                f"match the chosen group 'pruning={own}' (select another method with "
+                f"pruning=<name>, not by editing pruning_method), i.e. be '{own}'",
+                self.pruning_method,
+            )
+        if self.threshold_decay < 0:
+            raise fail(f"{path}.threshold_decay", "be >= 0", self.threshold_decay)
+
+    def schedule_warnings(self, training) -> list[str]:
+        """Human-readable reasons why the schedule in ``training`` cannot meet the target."""
+        return []
+
+
+def _refresh_stage(module, _incompatible_keys) -> None:
+    module._stage_cache = Stage(int(module._stage))
+
+
+class PruningMethod(nn.Module):
+    """Per-layer pruning module. ``forward(weight)`` returns the (soft- or hard-) masked weight.
+
+    Args:
+        config: the method's config dataclass.
+        weight_shape: shape of the layer's weight, output dimension first.
+        layer_type: ``"linear"`` or ``"conv"``.
+    """
+
+    #: set True by data-driven methods while they need ``observe`` calls.
+    wants_observations: bool = False
+
+    def __init__(self, config: PruningConfig, weight_shape: torch.Size, layer_type: str) -> None:
+        super().__init__()
+        self.config = config
+        self.weight_shape = torch.Size(weight_shape)
+        self.layer_type = layer_type
+        self.register_buffer("_stage", torch.tensor(int(Stage.PRETRAINING)))
+        self._stage_cache = Stage.PRETRAINING
+        self.register_load_state_dict_post_hook(_refresh_stage)
+
+    # ------------------------------------------------------------------ stage
+    @property
+    def stage(self) -> Stage:
+        return self._stage_cache
+
+    def set_stage(self, stage: Stage) -> None:
+        self._stage.fill_(int(stage))
+        self._stage_cache = Stage(stage)
+
+    # ------------------------------------------------------------------ masks
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def hard_mask(self, weight: torch.Tensor) -> torch.Tensor:
+        """Binary mask (broadcastable to the weight) of the weights this method keeps."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def extra_loss(self) -> torch.Tensor | None:
+        """Regulariser added to the task loss by the loop during the TRAINING stage."""
+        return None
+
+    # ------------------------------------------------------------------ hooks
+    def on_epoch_start(self, info: EpochInfo) -> None:
+        pass
+
+    def on_epoch_end(self, info: EpochInfo, weight: torch.Tensor) -> None:
+        pass
+
+    def on_pretraining_end(self) -> None:
+        self.set_stage(Stage.TRAINING)
+
+    def on_round_end(self, info: RoundInfo, weight: torch.Tensor) -> None:
+        pass
+
+    def on_finetuning_start(self, weight: torch.Tensor) -> None:
+        self.set_stage(Stage.FINETUNING)
+
+    def observe(self, inputs: torch.Tensor, outputs: torch.Tensor) -> None:
+        pass
+
+    # ------------------------------------------------------------------ reporting
+    def target_sparsity(self) -> float | None:
+        """The sparsity this method was asked to reach in this layer, if it has a target."""
+        return None
+
+    def extra_repr(self) -> str:
+        return f"{self.layer_type}, shape={tuple(self.weight_shape)}, stage={self.stage.name}"
+
+
+class NoPruning(PruningMethod):
+    """Identity: keeps every weight. Used by ``pruning=none``."""
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight
+
+    def hard_mask(self, weight: torch.Tensor) -> torch.Tensor:
+        return torch.ones_like(weight)
+
+
+@dataclass
+class NoPruningConfig(PruningConfig):
+    """``pruning=none``: no method; the layers keep every weight."""
+
+    _target_: str = "pquant.pruning.base.NoPruning"
+    pruning_method: str = "none"
+    enable_pruning: bool = False

@@ -1,0 +1,143 @@
+"""PDP -- Parameter-free Differentiable Pruning.
+
+Paper: M. Cho, S. Adya, D. Naik, "PDP: Parameter-free Differentiable Pruning is All You Need",
+NeurIPS 2023.
+
+Each forward of the TRAINING stage computes a soft mask from the current weights: with the
+target fraction ``r`` of the layer to prune, the threshold ``t`` is the midpoint between the
+largest pruned and the smallest kept score (score = ``w**2``, or the squared L2 norm of an output
+unit when ``structured_pruning``) and ``m = sigmoid((score - t) / temperature)``. The target grows
+linearly, ``r = min(1, epsilon * (e + 1)) * sparsity`` at epoch ``e`` of each round, so the full
+sparsity is reached after ``ceil(1 / epsilon)`` epochs. The stored mask follows the soft mask at
+every epoch end and is hardened (``m >= 0.5``) when fine-tuning starts; from then on it is frozen.
+
+The threshold is found with two ``kthvalue`` selections (linear time), not a sort.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from pquant.config.checks import check_range
+from pquant.pruning.base import EpochInfo, PruningConfig, PruningMethod, Stage
+
+
+@dataclass
+class PDPConfig(PruningConfig):
+    """PDP settings (reference names and defaults)."""
+
+    _target_: str = "pquant.pruning.pdp.PDP"
+    pruning_method: str = "pdp"
+    epsilon: float = 0.015  #: fraction of the target added per epoch (ramp length 1/epsilon)
+    sparsity: float = 0.8  #: fraction of weights (or units) to remove in every pruned layer
+    temperature: float = 1.0e-5  #: softness of the mask
+    structured_pruning: bool = False  #: prune whole output units / filters
+
+    def validate(self, path: str = "pruning") -> None:
+        super().validate(path)
+        check_range(f"{path}.sparsity", self.sparsity, lo=0, hi=1, hi_open=True)
+        check_range(f"{path}.epsilon", self.epsilon, lo=0, hi=1, lo_open=True)
+        check_range(f"{path}.temperature", self.temperature, lo=0, lo_open=True)
+
+    def epochs_to_target(self) -> int:
+        return math.ceil(1.0 / self.epsilon - 1e-9)
+
+    def schedule_warnings(self, training) -> list[str]:
+        if not self.enable_pruning or self.sparsity == 0:
+            return []
+        needed = self.epochs_to_target()
+        if training.epochs >= needed:
+            return []
+        reached = min(1.0, self.epsilon * training.epochs) * self.sparsity
+        return [
+            f"PDP ramps the sparsity by pruning.epsilon={self.epsilon:g} of the target per "
+            f"epoch, so it needs {needed} epochs per round to reach pruning.sparsity="
+            f"{self.sparsity:g}, but training.epochs={training.epochs}: it would stop at "
+            f"{reached:.3f}. Raise training.epochs to at least {needed} or pruning.epsilon to at "
+            f"least {1.0 / max(training.epochs, 1):.4g}."
+        ]
+
+
+class PDP(PruningMethod):
+    """Per-layer PDP mask. Buffers: ``mask`` (weight shape, or ``(O, 1, ...)`` if structured) and
+    ``ratio`` (the fraction currently targeted)."""
+
+    def __init__(self, config: PDPConfig, weight_shape, layer_type: str) -> None:
+        super().__init__(config, weight_shape, layer_type)
+        shape = self.weight_shape
+        if config.structured_pruning:
+            shape = (shape[0],) + (1,) * (len(shape) - 1)
+        self.register_buffer("mask", torch.ones(shape))
+        self.register_buffer("ratio", torch.tensor(0.0))
+        self._ratio = 0.0
+        self.register_load_state_dict_post_hook(_refresh_ratio)
+
+    # ------------------------------------------------------------------ scores and masks
+    def _scores(self, weight: torch.Tensor) -> torch.Tensor:
+        """Squared magnitude per weight, or squared L2 norm per output unit (mask-shaped)."""
+        sq = weight.square()
+        if self.config.structured_pruning:
+            return sq.flatten(1).sum(1).view(self.mask.shape)
+        return sq
+
+    def soft_mask(self, weight: torch.Tensor) -> torch.Tensor:
+        """Soft mask for the current target ``ratio`` (differentiable w.r.t. ``weight``)."""
+        scores = self._scores(weight)
+        n = scores.numel()
+        n_prune = min(int(round(self._ratio * n)), n - 1)
+        if n_prune <= 0:
+            return torch.ones_like(self.mask)
+        flat = scores.detach().reshape(-1)
+        largest_pruned = torch.kthvalue(flat, n_prune).values
+        smallest_kept = torch.kthvalue(flat, n_prune + 1).values
+        threshold = 0.5 * (largest_pruned + smallest_kept)
+        return torch.sigmoid((scores - threshold) / self.config.temperature)
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        if self.stage is Stage.TRAINING:
+            return weight * self.soft_mask(weight)
+        if self.stage is Stage.PRETRAINING:
+            return weight
+        return weight * self.mask
+
+    def hard_mask(self, weight: torch.Tensor) -> torch.Tensor:
+        if self.stage is Stage.TRAINING:
+            mask = self.soft_mask(weight.detach())
+        else:
+            mask = self.mask
+        return (mask >= 0.5).to(weight.dtype).expand_as(weight)
+
+    # ------------------------------------------------------------------ hooks
+    def _set_ratio(self, value: float) -> None:
+        self._ratio = float(value)
+        self.ratio.fill_(self._ratio)
+
+    def on_epoch_start(self, info: EpochInfo) -> None:
+        if info.stage is Stage.TRAINING:
+            self._set_ratio(min(1.0, self.config.epsilon * (info.epoch + 1)) * self.config.sparsity)
+
+    def on_epoch_end(self, info: EpochInfo, weight: torch.Tensor) -> None:
+        if info.stage is Stage.TRAINING:
+            with torch.no_grad():
+                self.mask.copy_(self.soft_mask(weight.detach()))
+
+    def on_finetuning_start(self, weight: torch.Tensor) -> None:
+        with torch.no_grad():
+            if self.stage is Stage.TRAINING:
+                self.mask.copy_(self.soft_mask(weight.detach()))
+            self.mask.copy_((self.mask >= 0.5).to(self.mask.dtype))
+        super().on_finetuning_start(weight)
+
+    def target_sparsity(self) -> float:
+        return float(self.config.sparsity)
+
+    def extra_repr(self) -> str:
+        kind = "structured" if self.config.structured_pruning else "unstructured"
+        return f"{super().extra_repr()}, {kind}, ratio={self._ratio:.3f}"
+
+
+def _refresh_ratio(module, _incompatible_keys) -> None:
+    module._ratio = float(module.ratio)

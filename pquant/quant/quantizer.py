@@ -1,0 +1,172 @@
+"""Stateful fixed-point quantizer module (the format lives in buffers; the math in fixed_point)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from pquant.quant.fixed_point import _FixedPointSTE, _prepare_constant, bit_width
+from pquant.quant.modes import OverflowMode, RoundMode, as_overflow_mode, as_round_mode
+
+
+@dataclass
+class QuantSpec:
+    """A fixed-point format plus its modes: what a layer needs to build one quantizer.
+
+    Attributes:
+        k: keep negatives (0 or 1).
+        i: integer bits without the sign bit.
+        f: fractional bits.
+        round_mode: rounding mode name or enum.
+        overflow_mode: overflow mode name or enum.
+    """
+
+    k: int
+    i: int
+    f: int
+    round_mode: RoundMode | str = RoundMode.RND
+    overflow_mode: OverflowMode | str = OverflowMode.SAT
+
+    @property
+    def bits(self) -> int:
+        return int(bit_width(self.k, self.i, self.f))
+
+    def check(self, where: str = "quantizer") -> None:
+        """Raise ``ValueError`` naming ``where`` if the format is not a usable fixed-point format."""
+        if self.k not in (0, 1):
+            raise ValueError(f"{where}: keep_negatives must be 0 or 1, got {self.k!r}")
+        if self.bits < 1:
+            raise ValueError(
+                f"{where}: total width k + i + f must be at least 1 bit, got "
+                f"k={self.k}, i={self.i}, f={self.f} ({self.bits} bits)"
+            )
+        as_round_mode(self.round_mode)
+        as_overflow_mode(self.overflow_mode)
+
+    def build(self, shape: tuple[int, ...] = ()) -> FixedPointQuantizer:
+        return FixedPointQuantizer(
+            self.k, self.i, self.f, self.round_mode, self.overflow_mode, shape=shape
+        )
+
+    def covers(self, other: QuantSpec) -> bool:
+        """True if every value of format ``other`` is exactly representable in ``self``.
+
+        Used to skip a quantizer whose input is known to come from ``other`` with a saturating
+        overflow mode: then the quantizer is the identity (value and straight-through gradient).
+        """
+        if not as_overflow_mode(other.overflow_mode).saturating:
+            return False
+        if self.f < other.f:
+            return False
+        from pquant.quant.fixed_point import format_range
+
+        lo_o, hi_o = format_range(other.k, other.i, other.f, other.overflow_mode)
+        lo_s, hi_s = format_range(self.k, self.i, self.f, self.overflow_mode)
+        return lo_s <= lo_o and hi_s >= hi_o
+
+
+def _refresh_after_load(module, _incompatible_keys) -> None:
+    module._refresh()
+
+
+class FixedPointQuantizer(nn.Module):
+    """Quantizes a tensor to the fixed-point format held in its buffers ``k``, ``i``, ``f``.
+
+    The buffers have shape ``()`` for per-tensor formats, or any shape broadcastable to the input
+    (e.g. ``(C_out, 1)`` for per-channel weights). The round and overflow modes are fixed at
+    construction. Bounds and scales are precomputed per (train/eval, device, dtype) and refreshed
+    when the format changes (``set_format``, ``load_state_dict``, ``.to()``), so the forward is a
+    single fused autograd op.
+
+    Attributes:
+        enabled: when False the quantizer is the identity.
+        bypass: set by graph analysis when the input is provably already on this grid and in
+            range (the quantizer is then skipped: identical value and gradient).
+    """
+
+    def __init__(
+        self,
+        k: float,
+        i: float,
+        f: float,
+        round_mode: RoundMode | str = RoundMode.RND,
+        overflow_mode: OverflowMode | str = OverflowMode.SAT,
+        *,
+        shape: tuple[int, ...] = (),
+    ) -> None:
+        super().__init__()
+        self.round_mode = as_round_mode(round_mode)
+        self.overflow_mode = as_overflow_mode(overflow_mode)
+        self.enabled = True
+        self.bypass = False
+        self.register_buffer("k", torch.full(shape, float(k)))
+        self.register_buffer("i", torch.full(shape, float(i)))
+        self.register_buffer("f", torch.full(shape, float(f)))
+        self._cache: dict = {}
+        self._scalar_kif: tuple[float, float, float] | None = None
+        self._refresh()
+        self.register_load_state_dict_post_hook(_refresh_after_load)
+
+    # ---------------------------------------------------------------- format
+    def _refresh(self) -> None:
+        self._cache = {}
+        if self.k.dim() == 0 and self.i.dim() == 0 and self.f.dim() == 0:
+            self._scalar_kif = (float(self.k), float(self.i), float(self.f))
+        else:
+            self._scalar_kif = None
+
+    def set_format(self, k=None, i=None, f=None) -> None:
+        """Overwrite ``k``, ``i`` and/or ``f`` (numbers or tensors broadcastable to the buffers)."""
+        with torch.no_grad():
+            for name, value in (("k", k), ("i", i), ("f", f)):
+                if value is not None:
+                    getattr(self, name).copy_(torch.as_tensor(value, dtype=torch.float32))
+        self._refresh()
+
+    def _apply(self, fn, recurse=True):
+        out = super()._apply(fn, recurse)
+        self._refresh()
+        return out
+
+    @property
+    def bits(self) -> torch.Tensor:
+        """Total width per format element, ``k + max(i, -f) + f`` (shape of the buffers)."""
+        return bit_width(self.k, self.i, self.f)
+
+    @property
+    def spec(self) -> QuantSpec | None:
+        """The format as a :class:`QuantSpec` when it is per-tensor, else None."""
+        if self._scalar_kif is None:
+            return None
+        k, i, f = self._scalar_kif
+        return QuantSpec(int(k), int(i), int(f), self.round_mode, self.overflow_mode)
+
+    # ---------------------------------------------------------------- forward
+    def _params(self, x: torch.Tensor):
+        key = (self.training, x.device, x.dtype)
+        params = self._cache.get(key)
+        if params is None:
+            kif = self._scalar_kif if self._scalar_kif is not None else (self.k, self.i, self.f)
+            params = _prepare_constant(
+                *kif, self.round_mode, self.overflow_mode, self.training, x
+            )
+            self._cache[key] = params
+        return params
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.enabled or self.bypass:
+            return x
+        scale, inv_scale, lo, hi, wrap = self._params(x)
+        return _FixedPointSTE.apply(x, scale, inv_scale, lo, hi, self.round_mode, wrap)
+
+    def extra_repr(self) -> str:
+        if self._scalar_kif is not None:
+            k, i, f = self._scalar_kif
+            fmt = f"k={k:g}, i={i:g}, f={f:g}"
+        else:
+            fmt = f"shape={tuple(self.k.shape)}"
+        flags = "" if self.enabled else ", disabled"
+        flags += ", bypass" if self.bypass else ""
+        return f"{fmt}, {self.round_mode.name}, {self.overflow_mode.name}{flags}"

@@ -1,0 +1,169 @@
+"""compose -> validate -> instantiate -> compress -> train stages -> evaluate -> report -> track."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from pquant.config.errors import ConfigError
+from pquant.config.sections import sections
+from pquant.metrics.accuracy import evaluate
+from pquant.metrics.report import compression_report
+from pquant.metrics.summary import format_summary
+from pquant.nn.replace import add_compression_layers
+from pquant.tracking.hydra_callback import read_parent_run
+from pquant.training.loop import train_model
+
+log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------- helpers
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; explicit names are checked."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name!r} but CUDA is not available here; use device=auto or "
+                          f"device=cpu")
+    return device
+
+
+def _build(section: str, node, **kwargs):
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as exc:
+        cause = exc.__cause__
+        if isinstance(cause, ConfigError):
+            raise cause from None
+        raise ConfigError(f"{section}: could not build {node.get('_target_')!r}: "
+                          f"{cause or exc}") from None
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, str]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": "1"}`` (lists stay whole)."""
+    if isinstance(tree, dict):
+        out: dict[str, str] = {}
+        for key, value in tree.items():
+            out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: "null" if tree is None else str(tree)}
+
+
+class _HydraRun:
+    """What the runner needs from Hydra's runtime (absent in library use)."""
+
+    def __init__(self, output_dir: str | None) -> None:
+        self.choices: dict[str, str] = {}
+        self.sweep_dir: str | None = None
+        self.job_num: int | None = None
+        try:
+            from hydra.core.hydra_config import HydraConfig
+            from hydra.types import RunMode
+
+            hc = HydraConfig.get()
+        except ValueError:
+            hc = None
+        if hc is not None:
+            self.choices = {k: str(v) for k, v in hc.runtime.choices.items()
+                            if not k.startswith("hydra/") and not k.startswith("schema/")}
+            output_dir = output_dir or hc.runtime.output_dir
+            if hc.mode == RunMode.MULTIRUN:
+                self.sweep_dir = hc.sweep.dir
+                self.job_num = hc.job.num
+        if output_dir is None:
+            stamp = datetime.now().strftime("%Y-%m-%d/%H-%M-%S-%f")
+            output_dir = str(Path("outputs") / "runs" / stamp)
+        self.output_dir = Path(output_dir)
+
+
+# ----------------------------------------------------------------------------- run
+def run(cfg: DictConfig, output_dir: str | None = None) -> dict[str, Any]:
+    """Run one experiment described by the composed config ``cfg``.
+
+    Returns:
+        The report (flat metrics plus ``warnings``), also written to ``<output_dir>/report.json``.
+    """
+    s = sections(cfg)  # every range check, before any model surgery
+    hydra_run = _HydraRun(output_dir)
+    out = hydra_run.output_dir
+    out.mkdir(parents=True, exist_ok=True)
+    seed_everything(int(cfg.seed))
+    device = resolve_device(str(cfg.device))
+
+    data = _build("data", cfg.data)
+    model = _build("model", cfg.model, input_size=data.num_features,
+                   output_size=data.num_classes)
+    model = add_compression_layers(model, cfg, inplace=True).to(device)
+    tracker = _build("tracking", cfg.tracking)
+
+    choices = hydra_run.choices or {"pruning": s.pruning.pruning_method}
+    title = " / ".join(f"{k}={v}" for k, v in choices.items()
+                       if k in ("data", "model", "pruning", "quantization"))
+    log.info("data: %s", data.describe())
+    log.info("converted: %s", ", ".join(model.pquant_report.converted) or "nothing")
+    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    tags = {f"choice.{k}": v for k, v in choices.items()}
+    tags["pquant.kind"] = "job" if hydra_run.sweep_dir else "run"
+    if hydra_run.job_num is not None:
+        tags["pquant.job_num"] = str(hydra_run.job_num)
+    parent = read_parent_run(hydra_run.sweep_dir) if hydra_run.sweep_dir else None
+    run_name = "-".join(choices.get(k, "") for k in ("pruning", "quantization", "model")
+                        if choices.get(k))
+
+    with tracker.track(run_name=run_name or "pquant", params=flatten(resolved), tags=tags,
+                       parent_run_id=parent):
+        result = train_model(model, cfg, data.train_loader(s.training.batch_size, int(cfg.seed)),
+                             data.val_loader(s.training.eval_batch_size), device=device,
+                             on_epoch_end=tracker.log_metrics)
+        loss_fn = instantiate(s.training.loss)
+        val = evaluate(model, data.val_loader(s.training.eval_batch_size), loss_fn, device)
+        test = evaluate(model, data.test_loader(s.training.eval_batch_size), loss_fn, device)
+        metrics = compression_report(model, data.example_input(1).to(device))
+        metrics.update({f"val/{k}": v for k, v in val.items()})
+        metrics.update({f"test/{k}": v for k, v in test.items()})
+        targets = [m.pruning.target_sparsity() for m in model.modules()
+                   if getattr(m, "pruning", None) is not None]
+        if targets and all(t is not None for t in targets) and len(set(targets)) == 1:
+            metrics["target/sparsity"] = targets[0]
+        tracker.log_metrics(metrics, step=len(result.history))
+        report = dict(metrics)
+        report["warnings"] = result.warnings
+        (out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True))
+        (out / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
+        torch.save(model.state_dict(), out / "model.pt")
+        tracker.log_artifact(out / "report.json")
+        tracker.log_artifact(out / "config.yaml")
+        if tracker.log_model:
+            tracker.log_artifact(out / "model.pt")
+
+    layers = list(model.pquant_report.pruned) + list(model.pquant_report.not_pruned)
+    layers = [n for n, _ in model.named_modules() if n in set(layers)]
+    footer = [f"report      {out / 'report.json'}"]
+    where = tracker.describe()
+    if where:
+        footer.append(f"tracking    {where}")
+        if hasattr(tracker, "ui_command"):
+            footer.append(f"browse      {tracker.ui_command()}")
+    footer += [f"WARNING     {w}" for w in result.warnings]
+    print(format_summary(metrics, title, layers, footer), flush=True)
+    return report

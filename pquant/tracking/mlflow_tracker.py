@@ -1,0 +1,143 @@
+"""MLflow tracker (the only module, with ``hydra_callback``, that imports mlflow -- lazily)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from pquant.tracking.base import Tracker
+
+log = logging.getLogger(__name__)
+
+MAX_PARAM_VALUE = 6000
+FLUSH_SECONDS = 2.0
+
+
+def default_uri(start_dir: str | Path | None = None) -> str:
+    """``$MLFLOW_TRACKING_URI`` if set, else an absolute sqlite store in ``<start_dir>/outputs``."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    base = Path(start_dir or os.getcwd()).resolve() / "outputs"
+    return f"sqlite:///{base / 'mlflow.db'}"
+
+
+def _local_db_dir(uri: str) -> Path | None:
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///"):]).parent
+    return None
+
+
+def _chunks(items: list, size: int):
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+class MlflowTracker(Tracker):
+    """Records runs in MLflow through ``MlflowClient`` (no global active-run state)."""
+
+    enabled = True
+
+    def __init__(self, experiment_name: str = "pquant", uri: str | None = None,
+                 run_name: str | None = None, log_model: bool = True) -> None:
+        super().__init__(experiment_name, uri, run_name, log_model)
+        self.tracking_uri = uri or default_uri()
+        self._client = None
+        self.run_id: str | None = None
+        self.experiment_id: str | None = None
+        self._pending: list = []
+        self._last_flush = 0.0
+
+    # ------------------------------------------------------------------ plumbing
+    @property
+    def client(self):
+        if self._client is None:
+            from mlflow.tracking import MlflowClient
+
+            db_dir = _local_db_dir(self.tracking_uri)
+            if db_dir is not None:
+                db_dir.mkdir(parents=True, exist_ok=True)
+            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+        return self._client
+
+    def _experiment(self) -> str:
+        if self.experiment_id is None:
+            from mlflow.exceptions import MlflowException
+
+            found = self.client.get_experiment_by_name(self.experiment_name)
+            if found is not None:
+                self.experiment_id = found.experiment_id
+            else:
+                db_dir = _local_db_dir(self.tracking_uri)
+                location = (db_dir / "mlartifacts").as_uri() if db_dir is not None else None
+                try:
+                    self.experiment_id = self.client.create_experiment(
+                        self.experiment_name, artifact_location=location)
+                except MlflowException:  # created concurrently by another process
+                    found = self.client.get_experiment_by_name(self.experiment_name)
+                    if found is None:
+                        raise
+                    self.experiment_id = found.experiment_id
+        return self.experiment_id
+
+    def _flush(self) -> None:
+        if self._pending and self.run_id is not None:
+            for chunk in _chunks(self._pending, 1000):
+                self.client.log_batch(self.run_id, metrics=chunk)
+        self._pending = []
+        self._last_flush = time.monotonic()
+
+    # ------------------------------------------------------------------ single run
+    def start(self, *, run_name: str, params: Mapping[str, str], tags: Mapping[str, str],
+              parent_run_id: str | None = None) -> None:
+        from mlflow.entities import Param
+
+        all_tags = dict(tags)
+        if parent_run_id:
+            all_tags["mlflow.parentRunId"] = parent_run_id
+        run = self.client.create_run(self._experiment(), run_name=self.run_name or run_name,
+                                     tags=all_tags)
+        self.run_id = run.info.run_id
+        plist = [Param(k, str(v)[:MAX_PARAM_VALUE]) for k, v in params.items()]
+        for chunk in _chunks(plist, 100):
+            self.client.log_batch(self.run_id, params=chunk)
+        self._last_flush = time.monotonic()
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self._pending.extend(Metric(k, float(v), now, step or 0) for k, v in metrics.items())
+        if time.monotonic() - self._last_flush > FLUSH_SECONDS:
+            self._flush()
+
+    def log_artifact(self, path: str | Path) -> None:
+        self.client.log_artifact(self.run_id, str(path))
+
+    def end(self, status: str = "FINISHED") -> None:
+        if self.run_id is None:
+            return
+        try:
+            self._flush()
+        finally:
+            self.client.set_terminated(self.run_id, status)
+
+    def describe(self) -> str | None:
+        if self.run_id is None:
+            return None
+        return (f"MLflow run {self.run_id} in experiment '{self.experiment_name}' at "
+                f"{self.tracking_uri}")
+
+    def ui_command(self) -> str:
+        return f"mlflow ui --backend-store-uri {self.tracking_uri}"
+
+    # ------------------------------------------------------------------ sweeps
+    def start_parent(self, *, run_name: str, tags: Mapping[str, str]) -> str | None:
+        run = self.client.create_run(self._experiment(), run_name=run_name, tags=dict(tags))
+        return run.info.run_id
+
+    def end_parent(self, run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(run_id, status)
