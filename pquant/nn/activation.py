@@ -56,11 +56,12 @@ class PQActivation(nn.Module):
         self.register_module("output_quantizer", output_quantizer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.input_quantizer is not None:
-            x = self.input_quantizer(x)
+        q_in, q_out = self.input_quantizer, self.output_quantizer
+        if q_in is not None:
+            x = q_in.forward(x)
         y = self.fn(x)
-        if self.output_quantizer is not None:
-            y = self.output_quantizer(y)
+        if q_out is not None:
+            y = q_out.forward(y)
         return y
 
     def extra_repr(self) -> str:

@@ -49,10 +49,11 @@ class PQDense(CompressedWeightMixin, nn.Linear):
         return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.input_quantizer is not None:
-            x = self.input_quantizer(x)
+        q_in, q_out = self.input_quantizer, self.output_quantizer
+        if q_in is not None:
+            x = q_in.forward(x)
         weight, bias = self.effective_params()
         y = F.linear(x, weight, bias)
-        if self.output_quantizer is not None:
-            y = self.output_quantizer(y)
+        if q_out is not None:
+            y = q_out.forward(y)
         return y

@@ -19,6 +19,7 @@ from torch import nn
 from pquant.config.errors import ConfigError
 from pquant.config.sections import Sections, sections
 from pquant.nn.activation import PQActivation
+from pquant.nn.chain import elide_redundant_quantizers
 from pquant.nn.dense import PQDense
 from pquant.quant.quantizer import QuantSpec
 
@@ -33,11 +34,13 @@ class ConversionReport:
         converted: dotted module name -> ``"<torch type> -> <PQ type>"``.
         pruned: names of layers that carry a pruning method.
         not_pruned: names of weight layers left unpruned (disabled by config or by name).
+        elided: quantizers skipped because their input is provably on their grid already.
     """
 
     converted: dict[str, str] = field(default_factory=dict)
     pruned: list[str] = field(default_factory=list)
     not_pruned: list[str] = field(default_factory=list)
+    elided: list[str] = field(default_factory=list)
 
 
 class _LayerFactory:
@@ -177,6 +180,7 @@ def add_compression_layers(model: nn.Module, config, *, inplace: bool = False) -
     factory = _LayerFactory(s)
     _convert(model, "", factory)
     factory.check_names()
+    factory.report.elided = elide_redundant_quantizers(model)
     model.pquant_report = factory.report
     log.debug("converted layers: %s", factory.report.converted)
     return model

@@ -44,25 +44,28 @@ class CompressedWeightMixin:
         self._eff_cache: tuple[torch.Tensor, torch.Tensor | None] | None = None
 
     # ------------------------------------------------------------------ effective tensors
+    # Sub-modules are called through ``.forward`` on the hot path: it skips nn.Module.__call__'s
+    # hook bookkeeping (hooks on these internal modules are not supported).
     def _compute_weight(self) -> torch.Tensor:
         w = self.weight
         prune, quant = self.pruning, self.weight_quantizer
         if self.pruning_first:
             if prune is not None:
-                w = prune(w)
+                w = prune.forward(w)
             if quant is not None:
-                w = quant(w)
+                w = quant.forward(w)
         else:
             if quant is not None:
-                w = quant(w)
+                w = quant.forward(w)
             if prune is not None:
-                w = prune(w)
+                w = prune.forward(w)
         return w
 
     def _compute_bias(self) -> torch.Tensor | None:
         b = self.bias
-        if b is not None and self.bias_quantizer is not None:
-            b = self.bias_quantizer(b)
+        quant = self.bias_quantizer
+        if b is not None and quant is not None:
+            b = quant.forward(b)
         return b
 
     def _state_key(self) -> tuple:
@@ -110,5 +113,3 @@ class CompressedWeightMixin:
         with torch.no_grad():
             return self.pruning.hard_mask(self.weight)
 
-    def _quantize_io(self, quantizer: nn.Module | None, x: torch.Tensor) -> torch.Tensor:
-        return x if quantizer is None else quantizer(x)

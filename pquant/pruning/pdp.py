@@ -11,7 +11,8 @@ linearly, ``r = min(1, epsilon * (e + 1)) * sparsity`` at epoch ``e`` of each ro
 sparsity is reached after ``ceil(1 / epsilon)`` epochs. The stored mask follows the soft mask at
 every epoch end and is hardened (``m >= 0.5``) when fine-tuning starts; from then on it is frozen.
 
-The threshold is found with two ``kthvalue`` selections (linear time), not a sort.
+The threshold is an exact order statistic (numpy's vectorised sort on CPU, ``kthvalue`` on other
+devices), computed once per forward.
 """
 
 from __future__ import annotations
@@ -20,9 +21,15 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from pquant.config.checks import check_range
 from pquant.pruning.base import EpochInfo, PruningConfig, PruningMethod, Stage
+from pquant.pruning.select import midpoint_threshold
+
+
+#: Bound on the mask logits (see :meth:`PDP.soft_mask`).
+LOGIT_CLIP = 30.0
 
 
 @dataclass
@@ -83,23 +90,40 @@ class PDP(PruningMethod):
             return sq.flatten(1).sum(1).view(self.mask.shape)
         return sq
 
-    def soft_mask(self, weight: torch.Tensor) -> torch.Tensor:
-        """Soft mask for the current target ``ratio`` (differentiable w.r.t. ``weight``)."""
-        scores = self._scores(weight)
+    def _threshold(self, scores: torch.Tensor) -> float | torch.Tensor | None:
+        """Midpoint between the largest pruned and the smallest kept score (None: prune nothing)."""
         n = scores.numel()
         n_prune = min(int(round(self._ratio * n)), n - 1)
         if n_prune <= 0:
+            return None
+        return midpoint_threshold(scores, n_prune)
+
+    def soft_mask(self, weight: torch.Tensor) -> torch.Tensor:
+        """Soft mask for the current target ``ratio`` (differentiable w.r.t. ``weight``).
+
+        The logit ``(score - t) / temperature`` is clipped to +-30: beyond that the sigmoid is
+        within 1e-13 of 0 or 1, while unclipped logits of order 1e4 would produce float32
+        denormals, which are two orders of magnitude slower on CPUs.
+        """
+        scores = self._scores(weight)
+        threshold = self._threshold(scores)
+        if threshold is None:
             return torch.ones_like(self.mask)
-        flat = scores.detach().reshape(-1)
-        largest_pruned = torch.kthvalue(flat, n_prune).values
-        smallest_kept = torch.kthvalue(flat, n_prune + 1).values
-        threshold = 0.5 * (largest_pruned + smallest_kept)
-        return torch.sigmoid((scores - threshold) / self.config.temperature)
+        logits = torch.sub(scores, threshold).mul_(1.0 / self.config.temperature)
+        return torch.sigmoid(F.hardtanh(logits, -LOGIT_CLIP, LOGIT_CLIP))
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        if self.stage is Stage.TRAINING:
-            return weight * self.soft_mask(weight)
-        if self.stage is Stage.PRETRAINING:
+        stage = self._stage_cache
+        if stage is Stage.TRAINING:
+            if self.config.structured_pruning or not torch.is_grad_enabled():
+                return weight * self.soft_mask(weight)
+            scores = weight.detach().square()
+            threshold = self._threshold(scores)
+            if threshold is None:
+                return weight
+            return _SoftMaskedWeight.apply(weight, scores, threshold,
+                                           1.0 / self.config.temperature)
+        if stage is Stage.PRETRAINING:
             return weight
         return weight * self.mask
 
@@ -137,6 +161,28 @@ class PDP(PruningMethod):
     def extra_repr(self) -> str:
         kind = "structured" if self.config.structured_pruning else "unstructured"
         return f"{super().extra_repr()}, {kind}, ratio={self._ratio:.3f}"
+
+
+class _SoftMaskedWeight(torch.autograd.Function):
+    """``w * sigmoid((w**2 - t) / tau)`` with its analytic gradient (unstructured PDP).
+
+    ``d/dw = m + (2 / tau) * w**2 * m * (1 - m)`` -- four ops in backward instead of the eight
+    autograd nodes of the composed expression. ``t`` is treated as a constant, as in the paper.
+    """
+
+    @staticmethod
+    def forward(ctx, weight, scores, threshold, inv_tau):
+        logits = torch.sub(scores, threshold).mul_(inv_tau).clamp_(-LOGIT_CLIP, LOGIT_CLIP)
+        mask = logits.sigmoid_()
+        ctx.save_for_backward(scores, mask)
+        ctx.inv_tau = inv_tau
+        return weight * mask
+
+    @staticmethod
+    def backward(ctx, grad):
+        scores, mask = ctx.saved_tensors
+        slope = torch.addcmul(mask, mask, mask, value=-1.0).mul_(scores)
+        return grad * slope.mul_(2.0 * ctx.inv_tau).add_(mask), None, None, None
 
 
 def _refresh_ratio(module, _incompatible_keys) -> None:

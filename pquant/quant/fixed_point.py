@@ -20,14 +20,20 @@ formulation is used instead: the bounds receive gradient from clipped values and
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+import torch.nn.functional as F
 
 from pquant.quant.modes import OverflowMode, RoundMode, as_overflow_mode, as_round_mode
 
 Number = int | float
 BitsLike = Number | torch.Tensor
 
-__all__ = ["quantize", "round_codes", "bit_width", "format_range"]
+__all__ = [
+    "quantize", "round_codes", "bit_width", "format_range", "plan_constant", "apply_plan",
+    "make_kernel",
+]
 
 
 # ----------------------------------------------------------------------------------- rounding
@@ -111,60 +117,148 @@ def _wrap_codes(z: torch.Tensor, lo_code, period, reflect: bool) -> torch.Tensor
 
 
 # ----------------------------------------------------------------------------------- fast path
-class _FixedPointSTE(torch.autograd.Function):
-    """Fused quantizer for constant formats: one allocation for the value, one bool mask."""
+@dataclass(frozen=True)
+class QuantPlan:
+    """Everything the fast kernel needs for one constant format, precomputed once.
 
-    @staticmethod
-    def forward(ctx, x, scale, inv_scale, lo, hi, round_mode, wrap):  # noqa: D401
-        if lo is not None:
-            z = torch.clamp(x, lo, hi)
-            mask = z == x if ctx.needs_input_grad[0] else None
-            z.mul_(scale)
-        else:
-            z = x * scale
-            mask = None
-        _round_inplace(z, round_mode)
-        if wrap is not None:
-            z = _wrap_codes(z, *wrap)
-        z.mul_(inv_scale)
-        ctx.has_mask = mask is not None
-        if mask is not None:
-            ctx.save_for_backward(mask)
-        return z
+    Attributes:
+        round_mode: rounding of the codes.
+        scale: ``2**f`` (number, or tensor for per-element formats).
+        inv_scale: ``2**-f``.
+        clip: ``(below, above)`` -- the floats just outside ``[lo, hi]`` for ``hardtanh``
+            (scalar formats), ``(lo, hi)`` tensors for ``clamp`` (per-element formats), or None.
+        code_clip: integer code bounds, only needed for TRN (floor of a value just below ``lo``
+            would fall one code too low; the nearest modes land on the bound by themselves).
+        wrap: ``(lo_code, period, reflect)`` for wrapping modes in eval, else None.
+    """
 
-    @staticmethod
-    def backward(ctx, grad):
-        if ctx.has_mask:
-            (mask,) = ctx.saved_tensors
-            grad = grad * mask
-        return grad, None, None, None, None, None, None
+    round_mode: RoundMode
+    scale: float | torch.Tensor
+    inv_scale: float | torch.Tensor
+    clip: tuple | None
+    code_clip: tuple | None
+    wrap: tuple | None
 
 
-def _prepare_constant(k, i, f, rmode: RoundMode, omode: OverflowMode, training: bool, like):
-    """Scale, bounds and wrap parameters for constant formats (numbers or non-grad tensors)."""
+_HALF: dict = {}
+_NO_GRAD = torch.no_grad()
+
+
+def _half(like: torch.Tensor) -> torch.Tensor:
+    key = (like.device, like.dtype)
+    t = _HALF.get(key)
+    if t is None:
+        t = _HALF[key] = torch.tensor(0.5, dtype=like.dtype, device=like.device)
+    return t
+
+
+def _outside(lo: float, hi: float, dtype: torch.dtype) -> tuple[float, float]:
+    """The representable numbers of ``dtype`` just below ``lo`` and just above ``hi``."""
+    lo_t = torch.tensor(lo, dtype=dtype)
+    hi_t = torch.tensor(hi, dtype=dtype)
+    below = torch.nextafter(lo_t, torch.tensor(-float("inf"), dtype=dtype))
+    above = torch.nextafter(hi_t, torch.tensor(float("inf"), dtype=dtype))
+    return float(below), float(above)
+
+
+def plan_constant(k, i, f, round_mode, overflow_mode, training: bool,
+                  like: torch.Tensor) -> QuantPlan:
+    """Precompute a :class:`QuantPlan` for a constant format (numbers or non-grad tensors)."""
+    rmode, omode = as_round_mode(round_mode), as_overflow_mode(overflow_mode)
     if all(_is_number(v) for v in (k, i, f)):
         i_eff = max(i, -f)
         scale, inv_scale = 2.0**f, 2.0**-f
-        bits = k + i_eff + f
         pow_i = 2.0**i_eff
-        period = 2.0**bits
+        period = 2.0 ** (k + i_eff + f)
+        scalar = True
     else:
         k, i, f = (torch.as_tensor(v, dtype=like.dtype, device=like.device) for v in (k, i, f))
         i_eff = torch.maximum(i, -f)
         scale, inv_scale = torch.exp2(f), torch.exp2(-f)
         pow_i = torch.exp2(i_eff)
         period = torch.exp2(k + i_eff + f)
-    lo = hi = wrap = None
+        scalar = False
+    clip = code_clip = wrap = None
     if omode.saturating:
         hi = pow_i - inv_scale
         lo = -k * (hi if omode is OverflowMode.SAT_SYM else pow_i)
-        if isinstance(hi, torch.Tensor):  # torch.clamp wants both bounds of one kind
-            lo = torch.broadcast_to(torch.as_tensor(lo, dtype=hi.dtype, device=hi.device), hi.shape)
+        if scalar:
+            lo, hi = float(lo) + 0.0, float(hi)
+            clip = _outside(lo, hi, like.dtype)
+            if rmode is RoundMode.TRN:
+                code_clip = (lo * scale, hi * scale)
         else:
-            lo, hi = float(lo), float(hi)
+            lo = torch.broadcast_to(torch.as_tensor(lo, dtype=hi.dtype, device=hi.device), hi.shape)
+            clip = (lo, hi)
     elif not training:
         wrap = (-k * period / 2, period, omode is OverflowMode.WRAP_SM)
-    return scale, inv_scale, lo, hi, wrap
+    return QuantPlan(rmode, scale, inv_scale, clip, code_clip, wrap)
+
+
+def make_kernel(plan: QuantPlan, like: torch.Tensor):
+    """A function ``x -> quantized x`` for ``plan`` (specialised for the common fast case).
+
+    The common case -- scalar saturating format, RND rounding -- becomes a closure with every
+    constant bound in advance: one ``hardtanh`` plus three in-place ops, no Python branching.
+    Everything else goes through :func:`apply_plan`.
+    """
+    clip = plan.clip
+    simple = (clip is not None and not isinstance(clip[0], torch.Tensor)
+              and plan.round_mode is RoundMode.RND and plan.code_clip is None
+              and plan.wrap is None)
+    if not simple:
+        return lambda x: apply_plan(x, plan)
+    below, above = clip
+    scale, inv_scale = plan.scale, plan.inv_scale
+    half = _half(like)
+    hardtanh = torch._C._nn.hardtanh
+    add = torch.add
+    grad_enabled = torch.is_grad_enabled
+    set_grad = torch._C._set_grad_enabled
+
+    def kernel(x: torch.Tensor) -> torch.Tensor:
+        y = hardtanh(x, below, above)
+        previous = grad_enabled()
+        set_grad(False)
+        try:
+            add(half, y, alpha=scale, out=y).floor_().mul_(inv_scale)
+        finally:
+            set_grad(previous)
+        return y
+
+    return kernel
+
+
+def apply_plan(x: torch.Tensor, plan: QuantPlan) -> torch.Tensor:
+    """Quantize ``x`` with a precomputed plan; straight-through gradient.
+
+    The differentiable part is one built-in op: ``hardtanh`` with bounds one float outside
+    ``[lo, hi]`` (its backward passes the gradient exactly where ``lo <= x <= hi``, in a single
+    fused kernel), ``clamp`` for per-element bounds, or ``clone`` (identity gradient) for the
+    wrapping modes. Rounding then happens in place under ``no_grad``: the clipping op saved its
+    *input* for backward, so rewriting its output is safe, and the gradient is the STE's.
+    """
+    clip = plan.clip
+    if clip is None:
+        y = x.clone()
+    elif isinstance(clip[0], torch.Tensor):
+        y = torch.clamp(x, clip[0], clip[1])
+    else:
+        y = F.hardtanh(x, clip[0], clip[1])
+    with _NO_GRAD:
+        scale = plan.scale
+        if plan.round_mode is RoundMode.RND and not isinstance(scale, torch.Tensor):
+            torch.add(_half(y), y, alpha=scale, out=y).floor_()
+        else:
+            _round_inplace(y.mul_(scale), plan.round_mode)
+        if plan.code_clip is not None:
+            y.clamp_(*plan.code_clip)
+        if plan.wrap is not None:
+            wrapped = _wrap_codes(y, *plan.wrap)
+            if wrapped is not y:
+                y.copy_(wrapped)
+        y.mul_(plan.inv_scale)
+    return y
 
 
 # ----------------------------------------------------------------------------------- grad path
@@ -217,7 +311,4 @@ def quantize(
     learnable = any(isinstance(v, torch.Tensor) and v.requires_grad for v in (k, i, f))
     if learnable:
         return _quantize_differentiable(x, k, i, f, rmode, omode, training)
-    scale, inv_scale, lo, hi, wrap = _prepare_constant(k, i, f, rmode, omode, training, x)
-    if isinstance(scale, torch.Tensor) and scale.dim() > x.dim():
-        x = x.expand(torch.broadcast_shapes(x.shape, scale.shape))
-    return _FixedPointSTE.apply(x, scale, inv_scale, lo, hi, rmode, wrap)
+    return apply_plan(x, plan_constant(k, i, f, rmode, omode, training, x))

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from pquant.quant.fixed_point import _FixedPointSTE, _prepare_constant, bit_width
+from pquant.quant.fixed_point import bit_width, make_kernel, plan_constant
 from pquant.quant.modes import OverflowMode, RoundMode, as_overflow_mode, as_round_mode
 
 
@@ -82,9 +82,15 @@ class FixedPointQuantizer(nn.Module):
 
     Attributes:
         enabled: when False the quantizer is the identity.
-        bypass: set by graph analysis when the input is provably already on this grid and in
-            range (the quantizer is then skipped: identical value and gradient).
+        bypass: set by :func:`pquant.nn.chain.elide_redundant_quantizers` when the input is
+            provably already on this grid and in range, so the quantizer is the identity (value
+            and gradient) and is skipped. Any later format change anywhere (``set_format``,
+            ``load_state_dict``, toggling ``enabled``) invalidates every bypass.
     """
+
+    #: bumped whenever any quantizer's format or enabled flag changes; bypasses record the value
+    #: they were granted under and lapse when it moves on.
+    format_epoch = 0
 
     def __init__(
         self,
@@ -99,18 +105,46 @@ class FixedPointQuantizer(nn.Module):
         super().__init__()
         self.round_mode = as_round_mode(round_mode)
         self.overflow_mode = as_overflow_mode(overflow_mode)
-        self.enabled = True
-        self.bypass = False
+        self._enabled = True
+        self._bypass_epoch = -1
         self.register_buffer("k", torch.full(shape, float(k)))
         self.register_buffer("i", torch.full(shape, float(i)))
         self.register_buffer("f", torch.full(shape, float(f)))
         self._cache: dict = {}
         self._scalar_kif: tuple[float, float, float] | None = None
-        self._refresh()
+        self._refresh(initial=True)
         self.register_load_state_dict_post_hook(_refresh_after_load)
 
+    # ---------------------------------------------------------------- flags
+    @property
+    def enabled(self) -> bool:
+        return self._enabled
+
+    @enabled.setter
+    def enabled(self, value: bool) -> None:
+        if bool(value) != self._enabled:
+            FixedPointQuantizer.format_epoch += 1
+        self._enabled = bool(value)
+
+    @property
+    def bypass(self) -> bool:
+        return self._bypass_epoch == FixedPointQuantizer.format_epoch
+
+    @bypass.setter
+    def bypass(self, value: bool) -> None:
+        self._bypass_epoch = FixedPointQuantizer.format_epoch if value else -1
+
     # ---------------------------------------------------------------- format
-    def _refresh(self) -> None:
+    def _refresh(self, initial: bool = False) -> None:
+        """Recompute cached bounds; bump ``format_epoch`` if the format actually changed."""
+        snapshot = (self.k.detach().cpu().clone(), self.i.detach().cpu().clone(),
+                    self.f.detach().cpu().clone())
+        previous = getattr(self, "_format_snapshot", None)
+        changed = previous is None or any(
+            a.shape != b.shape or not torch.equal(a, b) for a, b in zip(previous, snapshot))
+        if changed and not initial:
+            FixedPointQuantizer.format_epoch += 1
+        self._format_snapshot = snapshot
         self._cache = {}
         if self.k.dim() == 0 and self.i.dim() == 0 and self.f.dim() == 0:
             self._scalar_kif = (float(self.k), float(self.i), float(self.f))
@@ -137,29 +171,26 @@ class FixedPointQuantizer(nn.Module):
 
     @property
     def spec(self) -> QuantSpec | None:
-        """The format as a :class:`QuantSpec` when it is per-tensor, else None."""
+        """The format as a :class:`QuantSpec` when it is per-tensor and constant, else None."""
         if self._scalar_kif is None:
             return None
         k, i, f = self._scalar_kif
         return QuantSpec(int(k), int(i), int(f), self.round_mode, self.overflow_mode)
 
     # ---------------------------------------------------------------- forward
-    def _params(self, x: torch.Tensor):
+    def _kernel(self, x: torch.Tensor):
         key = (self.training, x.device, x.dtype)
-        params = self._cache.get(key)
-        if params is None:
+        kernel = self._cache.get(key)
+        if kernel is None:
             kif = self._scalar_kif if self._scalar_kif is not None else (self.k, self.i, self.f)
-            params = _prepare_constant(
-                *kif, self.round_mode, self.overflow_mode, self.training, x
-            )
-            self._cache[key] = params
-        return params
+            plan = plan_constant(*kif, self.round_mode, self.overflow_mode, self.training, x)
+            kernel = self._cache[key] = make_kernel(plan, x)
+        return kernel
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.enabled or self.bypass:
+        if not self._enabled or self._bypass_epoch == FixedPointQuantizer.format_epoch:
             return x
-        scale, inv_scale, lo, hi, wrap = self._params(x)
-        return _FixedPointSTE.apply(x, scale, inv_scale, lo, hi, self.round_mode, wrap)
+        return self._kernel(x)(x)
 
     def extra_repr(self) -> str:
         if self._scalar_kif is not None:
