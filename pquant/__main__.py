@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
@@ -17,6 +19,24 @@ def main(cfg: DictConfig) -> float:
     return report["val/accuracy"]
 
 
-if __name__ == "__main__":
+def cli() -> None:
     register_configs()
+    overrides = _plain_overrides()
+    if overrides:
+        from pquant.config.cli_check import unknown_key_message
+
+        message = unknown_key_message(overrides)
+        if message:
+            sys.stderr.write(message + "\n")
+            sys.exit(2)
     main()
+
+
+def _plain_overrides():
+    from pquant.config.cli_check import plain_overrides
+
+    return plain_overrides(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    cli()

@@ -117,8 +117,8 @@ def run(cfg: DictConfig, output_dir: str | None = None) -> dict[str, Any]:
     tracker = _build("tracking", cfg.tracking)
 
     choices = hydra_run.choices or {"pruning": s.pruning.pruning_method}
-    title = " / ".join(f"{k}={v}" for k, v in choices.items()
-                       if k in ("data", "model", "pruning", "quantization"))
+    title = " / ".join(f"{k}={choices[k]}" for k in ("data", "model", "pruning", "quantization")
+                       if k in choices)
     log.info("data: %s", data.describe())
     log.info("converted: %s", ", ".join(model.pquant_report.converted) or "nothing")
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)

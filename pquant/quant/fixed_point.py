@@ -278,7 +278,9 @@ def _quantize_differentiable(x, k, i, f, rmode, omode, training):
     if not omode.saturating and not training:
         period = torch.exp2(k + i_eff + f).detach()
         codes = _wrap_codes(codes, -k.detach() * period / 2, period, omode is OverflowMode.WRAP_SM)
-    return xc + (codes - z) * step
+    # value: exactly codes * step; gradient: 1 to x (through the clip), -ln2 * (q - x) to f
+    # from the rounding error, and the clip bounds' derivatives for clipped values.
+    return codes * step.detach() + (xc - xc.detach()) + (codes - z) * (step - step.detach())
 
 
 # ----------------------------------------------------------------------------------- entry

@@ -17,8 +17,9 @@ def achieved_sparsity(layer: CompressedWeightMixin) -> float:
 
 
 def check_targets(model: nn.Module, tolerance: float = TOLERANCE) -> list[str]:
-    """One message per layer whose mask sparsity misses its method's target by > tolerance."""
-    messages = []
+    """A message (at most one) naming every layer whose mask misses its target by > tolerance."""
+    misses = []
+    targets = set()
     with torch.no_grad():
         for name, layer in model.named_modules():
             if not isinstance(layer, CompressedWeightMixin) or layer.pruning is None:
@@ -28,10 +29,12 @@ def check_targets(model: nn.Module, tolerance: float = TOLERANCE) -> list[str]:
                 continue
             got = achieved_sparsity(layer)
             if abs(got - target) > tolerance:
-                messages.append(
-                    f"layer '{name}' reached sparsity {got:.3f} but "
-                    f"{type(layer.pruning).__name__} was asked for {target:.3f} "
-                    f"(tolerance {tolerance}); see the schedule warning above or raise "
-                    f"training.epochs"
-                )
-    return messages
+                misses.append(f"{name} {got:.3f}")
+                targets.add(f"{target:.3f}")
+    if not misses:
+        return []
+    return [
+        f"pruning did not reach its target: reached sparsity {', '.join(misses)} but was asked "
+        f"for {' / '.join(sorted(targets))} (tolerance {tolerance}); lengthen the schedule "
+        f"(see the warning before training) or lower the target"
+    ]
