@@ -213,17 +213,13 @@ def make_kernel(plan: QuantPlan, like: torch.Tensor):
     half = _half(like)
     hardtanh = torch._C._nn.hardtanh
     add = torch.add
-    grad_enabled = torch.is_grad_enabled
-    set_grad = torch._C._set_grad_enabled
 
     def kernel(x: torch.Tensor) -> torch.Tensor:
         y = hardtanh(x, below, above)
-        previous = grad_enabled()
-        set_grad(False)
-        try:
-            add(half, y, alpha=scale, out=y).floor_().mul_(inv_scale)
-        finally:
-            set_grad(previous)
+        # Round through a detached alias: no autograd recording, no grad-mode switching. The
+        # hardtanh node saved its input, not ``y``, so rewriting ``y`` in place is safe.
+        codes = y.detach()
+        add(half, codes, alpha=scale, out=codes).floor_().mul_(inv_scale)
         return y
 
     return kernel

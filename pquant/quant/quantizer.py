@@ -179,7 +179,7 @@ class FixedPointQuantizer(nn.Module):
 
     # ---------------------------------------------------------------- forward
     def _kernel(self, x: torch.Tensor):
-        key = (self.training, x.device, x.dtype)
+        key = (self.training, x.dtype, x.is_cuda, x.get_device())
         kernel = self._cache.get(key)
         if kernel is None:
             kif = self._scalar_kif if self._scalar_kif is not None else (self.k, self.i, self.f)
