@@ -17,8 +17,10 @@ from omegaconf import MISSING
 
 from pquant.config.checks import check_keep_negatives, check_range, fail
 from pquant.config.errors import ConfigError
+from pquant.config.layer_specific import validate_layer_specific
+from pquant.quant.granularity import DataGranularity, Granularity
 from pquant.quant.modes import OverflowMode, RoundMode
-from pquant.quant.quantizer import QuantSpec
+from pquant.quant.spec import QuantSpec
 
 #: Weight-rewinding policy (values contain dashes, hence the functional Enum API).
 Rewind = Enum(
@@ -105,6 +107,15 @@ class QuantizationConfig:
     overflow_mode_data: OverflowMode = OverflowMode.SAT
     overflow_mode_parameters: OverflowMode = OverflowMode.SAT
     round_mode: RoundMode = RoundMode.RND
+    # -- additions -------------------------------------------------------------------------
+    #: weights and biases: one format per tensor, per output channel, or per weight
+    granularity: Granularity = Granularity.per_tensor
+    #: data (HGQ only): one learned format per tensor, or per feature/channel
+    data_granularity: DataGranularity = DataGranularity.per_tensor
+    #: fixed-point data formats follow the batch range in training, frozen in eval
+    dynamic_data_quantization: bool = False
+    #: ReLU learns a power-of-two input scale x * 2**round(m)
+    use_relu_multiplier: bool = False
 
     def data_spec(self) -> QuantSpec:
         return QuantSpec(self.default_data_keep_negatives, self.default_data_integer_bits,
@@ -131,16 +142,17 @@ class QuantizationConfig:
                 )
         check_range(f"{path}.hgq_gamma", self.hgq_gamma, lo=0)
         check_range(f"{path}.hgq_beta", self.hgq_beta, lo=0)
-        if self.use_hgq:
+        if self.data_granularity is DataGranularity.per_feature and not self.use_hgq:
             raise ConfigError(
-                f"{path}.use_hgq=true: HGQ (learnable bit-widths) is not available in this "
-                f"version; allowed: false, got true"
-            )
-        if self.layer_specific:
+                f"{path}.data_granularity=per_feature needs learnable bit-widths "
+                f"({path}.use_hgq=true); fixed-point data formats are per tensor; allowed "
+                f"without HGQ: per_tensor, got per_feature")
+        if self.dynamic_data_quantization and self.use_hgq:
             raise ConfigError(
-                f"{path}.layer_specific: per-layer overrides are not available in this version; "
-                f"allowed: {{}}, got {dict(self.layer_specific)!r}"
-            )
+                f"{path}.dynamic_data_quantization=true applies to fixed-point data formats; "
+                f"with {path}.use_hgq=true the bit-widths are learned instead. Allowed with "
+                f"HGQ: false, got true")
+        validate_layer_specific(self.layer_specific, f"{path}.layer_specific")
 
 
 # --------------------------------------------------------------------------------- fitcompress

@@ -7,16 +7,18 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from pquant.nn.weight_layer import CompressedWeightMixin
+from pquant.nn.base import FLOAT_BITS, PQModule
+from pquant.nn.conv import PQConv1d, PQConv2d
+from pquant.nn.dense import PQDense
 from pquant.pruning.base import PruningMethod
-from pquant.quant.quantizer import FixedPointQuantizer
+from pquant.quant.base import Quantizer
 
 #: Plain torch layers whose weights count in sparsity and cost metrics when left unconverted.
 PLAIN_WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+#: PQ layers whose weights are prunable (sparsity is reported over these).
+PQ_WEIGHT_LAYERS = (PQDense, PQConv1d, PQConv2d)
 #: Module types that belong to the compression machinery, not to the model's own parameters.
-MACHINERY = (PruningMethod, FixedPointQuantizer)
-
-FLOAT_BITS = 32.0
+MACHINERY = (PruningMethod, Quantizer)
 
 
 @dataclass
@@ -42,26 +44,20 @@ class WeightLayerView:
     input_bits: torch.Tensor
 
 
-def _bits_of(quantizer, like: torch.Tensor) -> torch.Tensor:
-    if quantizer is None or not getattr(quantizer, "enabled", True):
-        return torch.full((), FLOAT_BITS, device=like.device)
-    return quantizer.bits.to(like.device)
-
-
 def weight_layers(model: nn.Module) -> list[WeightLayerView]:
-    """Every PQ weight layer and every unconverted Linear/Conv layer of ``model``."""
+    """Every prunable PQ layer and every unconverted Linear/Conv layer of ``model``."""
     views = []
     with torch.no_grad():
         for name, module in model.named_modules():
-            if isinstance(module, CompressedWeightMixin):
+            if isinstance(module, PQ_WEIGHT_LAYERS):
                 weight, bias = module.effective_params()
                 views.append(WeightLayerView(
                     name, module, weight.detach(), None if bias is None else bias.detach(),
-                    _bits_of(module.weight_quantizer, weight),
-                    None if bias is None else _bits_of(module.bias_quantizer, bias),
-                    _bits_of(module.input_quantizer, weight),
+                    module.weight_bits().to(weight.device),
+                    None if bias is None else module.bias_bits().to(weight.device),
+                    module.input_bits().to(weight.device),
                 ))
-            elif isinstance(module, PLAIN_WEIGHT_LAYERS):
+            elif isinstance(module, PLAIN_WEIGHT_LAYERS) and not isinstance(module, PQModule):
                 w = module.weight.detach()
                 b = None if module.bias is None else module.bias.detach()
                 full = torch.full((), FLOAT_BITS, device=w.device)
@@ -79,4 +75,6 @@ def own_parameters(model: nn.Module):
         if isinstance(module, MACHINERY):
             continue
         for pname, p in module.named_parameters(recurse=False):
+            if pname == "multiplier":  # ReLU's learnable power-of-two scale: machinery too
+                continue
             yield name, module, pname, p

@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
-from pquant.metrics.ebops import layer_cost
-from pquant.metrics.layers import FLOAT_BITS, own_parameters, weight_layers
+from pquant.metrics.ebops import conv_cost, linear_cost
+from pquant.metrics.layers import (FLOAT_BITS, PLAIN_WEIGHT_LAYERS, own_parameters,
+                                   weight_layers)
 from pquant.metrics.sparsity import sparsity_metrics
+from pquant.nn.base import PQModule
 
 
-def _input_shapes(model: nn.Module, example_input: torch.Tensor) -> dict[str, tuple[int, ...]]:
-    """Per-sample input shape of every module, recorded by one eval forward."""
-    shapes: dict[str, tuple[int, ...]] = {}
+def _forward_shapes(model: nn.Module, example_input: torch.Tensor) -> dict[str, tuple]:
+    """One eval forward: PQ layers record their shapes; plain weight layers through hooks."""
+    shapes: dict[str, tuple] = {}
     handles = []
     for name, module in model.named_modules():
-        def hook(_mod, args, name=name):
-            if args and isinstance(args[0], torch.Tensor):
-                shapes.setdefault(name, tuple(args[0].shape[1:]))
-        handles.append(module.register_forward_pre_hook(hook))
+        if isinstance(module, PLAIN_WEIGHT_LAYERS) and not isinstance(module, PQModule):
+            def hook(_mod, args, out, name=name):
+                shapes.setdefault(name, (tuple(args[0].shape[1:]), tuple(out.shape[1:])))
+            handles.append(module.register_forward_hook(hook))
     was_training = model.training
     model.eval()
     try:
@@ -29,6 +33,16 @@ def _input_shapes(model: nn.Module, example_input: torch.Tensor) -> dict[str, tu
         for h in handles:
             h.remove()
     return shapes
+
+
+def _plain_cost(module: nn.Module, shapes) -> tuple[torch.Tensor, torch.Tensor]:
+    w = module.weight.detach()
+    kept = (w != 0).to(w.dtype)
+    bias = None if module.bias is None else FLOAT_BITS
+    if isinstance(module, nn.Linear):
+        positions = math.prod(shapes[0][:-1]) if len(shapes[0]) > 1 else 1
+        return linear_cost(FLOAT_BITS, FLOAT_BITS, kept, bias, positions)
+    return conv_cost(FLOAT_BITS, FLOAT_BITS, kept, bias, math.prod(shapes[1][1:]), module.groups)
 
 
 def compression_report(model: nn.Module, example_input: torch.Tensor) -> dict[str, float]:
@@ -42,16 +56,17 @@ def compression_report(model: nn.Module, example_input: torch.Tensor) -> dict[st
         Flat dict with slash keys: ``sparsity/global``, ``sparsity/<layer>``,
         ``bits/weight/mean``, ``bits/weight/<layer>``, ``bits/activation/mean``,
         ``bits/input/<layer>``, ``bops/total``, ``bops/<layer>``, ``ebops/total``,
-        ``ebops/<layer>``, ``params/total``, ``params/nonzero``, ``params/<layer>/total``,
+        ``ebops/<layer>`` (every PQ layer: dense, conv, pool, norm, activation),
+        ``params/total``, ``params/nonzero``, ``params/<layer>/total``,
         ``params/<layer>/nonzero``, ``size/bits``.
     """
-    shapes = _input_shapes(model, example_input)
+    plain_shapes = _forward_shapes(model, example_input)
     out: dict[str, float] = dict(sparsity_metrics(model))
     wbits_sum = wbits_n = abits_sum = abits_n = 0.0
-    bops_total = ebops_total = size_bits = 0.0
-    layer_names = set()
-    for view in weight_layers(model):
-        layer_names.add(view.name)
+    size_bits = 0.0
+    views = weight_layers(model)
+    layer_names = {v.name for v in views}
+    for view in views:
         kept = view.weight != 0
         n_kept = int(kept.sum())
         wb = view.weight_bits.expand_as(view.weight)
@@ -68,21 +83,30 @@ def compression_report(model: nn.Module, example_input: torch.Tensor) -> dict[st
         size_bits += kept_bits + bias_bits
         out[f"params/{view.name}/total"] = float(view.weight.numel() + n_bias)
         out[f"params/{view.name}/nonzero"] = float(n_kept + n_bias_nz)
-        if view.name not in shapes:
+        shapes = (view.module.sample_shapes if isinstance(view.module, PQModule)
+                  else plain_shapes.get(view.name))
+        if shapes is None:
             continue  # the layer did not run for this input
-        shape = shapes[view.name]
-        in_bits = float(view.input_bits.float().mean())
-        out[f"bits/input/{view.name}"] = in_bits
-        numel = 1
-        for d in shape:
-            numel *= d
-        abits_sum += in_bits * numel
-        abits_n += numel
-        bops, ebops = layer_cost(view, shape)
-        out[f"bops/{view.name}"] = bops
-        out[f"ebops/{view.name}"] = ebops
-        bops_total += bops
-        ebops_total += ebops
+        in_bits = view.input_bits.expand(shapes[0]) if view.input_bits.dim() == 0 else \
+            torch.broadcast_to(view.input_bits, shapes[0])
+        out[f"bits/input/{view.name}"] = float(in_bits.float().mean())
+        abits_sum += float(in_bits.float().sum())
+        abits_n += in_bits.numel()
+    bops_total = ebops_total = 0.0
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if isinstance(module, PQModule):
+                if module.sample_shapes is None:
+                    continue
+                bops, ebops = module.cost()
+            elif name in plain_shapes:
+                bops, ebops = _plain_cost(module, plain_shapes[name])
+            else:
+                continue
+            out[f"bops/{name}"] = float(bops)
+            out[f"ebops/{name}"] = float(ebops)
+            bops_total += float(bops)
+            ebops_total += float(ebops)
     total = nonzero = 0
     for name, _module, pname, p in own_parameters(model):
         total += p.numel()

@@ -2,33 +2,84 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from pquant.metrics.ebops import lut_cost
+from pquant.nn.base import PQModule
+from pquant.quant.hgq import round_ste
+
+
+@dataclass(frozen=True)
+class ActivationInfo:
+    """How a function behaves, for choosing its quantizers and its cost.
+
+    Attributes:
+        fn: the function.
+        signed_input: negative inputs matter (else an unsigned input quantizer loses nothing).
+        output_range: ``(lo, hi)`` bounds of the output if bounded, else None.
+        free: costs no lookup table in hardware (comparisons and shifts only).
+    """
+
+    fn: Callable[[torch.Tensor], torch.Tensor]
+    signed_input: bool
+    output_range: tuple[float, float] | None
+    free: bool
 
 
 def _hard_tanh(x: torch.Tensor) -> torch.Tensor:
     return F.hardtanh(x, -1.0, 1.0)
 
 
-#: Functions known by name. ``odd`` marks functions with f(-x) = -f(x): their quantizers must be
-#: signed, or negative inputs would be clamped away.
-ACTIVATIONS: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], bool]] = {
-    "relu": (torch.relu, False),
-    "tanh": (torch.tanh, True),
-    "hard_tanh": (_hard_tanh, True),
+#: Functions known by name (plus ``leaky_relu``, ``gelu`` and ``softmax``, which take options).
+ACTIVATIONS: dict[str, ActivationInfo] = {
+    "relu": ActivationInfo(torch.relu, False, None, True),
+    "tanh": ActivationInfo(torch.tanh, True, (-1.0, 1.0), False),
+    "hard_tanh": ActivationInfo(_hard_tanh, True, (-1.0, 1.0), True),
+    "sigmoid": ActivationInfo(torch.sigmoid, True, (0.0, 1.0), False),
+    "leaky_relu": ActivationInfo(F.leaky_relu, True, None, True),
+    "gelu": ActivationInfo(F.gelu, True, None, False),
+    "softmax": ActivationInfo(F.softmax, True, (0.0, 1.0), False),
 }
 
+#: The reference's fixed-point friendly leaky-ReLU slope (13/128).
+DEFAULT_LEAKY_SLOPE = 0.1015625
 
-class PQActivation(nn.Module):
+
+def activation_info(name: str, *, negative_slope: float = DEFAULT_LEAKY_SLOPE,
+                    approximate: str = "none", dim: int = -1) -> ActivationInfo:
+    """The :class:`ActivationInfo` of a named function, with its options bound."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)} or a callable, "
+                         f"got {name!r}")
+    info = ACTIVATIONS[name]
+    if name == "leaky_relu":
+        return ActivationInfo(functools.partial(F.leaky_relu, negative_slope=negative_slope),
+                              True, None, True)
+    if name == "gelu":
+        return ActivationInfo(functools.partial(F.gelu, approximate=approximate), True, None,
+                              False)
+    if name == "softmax":
+        return ActivationInfo(functools.partial(F.softmax, dim=dim), True, (0.0, 1.0), False)
+    return info
+
+
+class PQActivation(PQModule, nn.Module):
     """``q_out(act(q_in(x)))``.
 
     Args:
-        activation: a name from :data:`ACTIVATIONS` or any element-wise callable.
+        activation: a name (``relu``, ``tanh``, ``hard_tanh``, ``sigmoid``, ``leaky_relu``,
+            ``gelu``, ``softmax``) or any element-wise callable.
         input_quantizer: quantizer applied before the function (or None).
         output_quantizer: quantizer applied after the function (or None).
+        negative_slope, approximate, dim: options of leaky_relu, gelu, softmax.
+        relu_multiplier: relu only -- a learnable power-of-two pre-scale ``x * 2**round(m)``
+            (``use_relu_multiplier``), initialised to 0 (identity).
     """
 
     def __init__(
@@ -37,32 +88,44 @@ class PQActivation(nn.Module):
         *,
         input_quantizer: nn.Module | None = None,
         output_quantizer: nn.Module | None = None,
+        negative_slope: float = DEFAULT_LEAKY_SLOPE,
+        approximate: str = "none",
+        dim: int = -1,
+        relu_multiplier: bool = False,
     ) -> None:
-        super().__init__()
+        nn.Module.__init__(self)
         if isinstance(activation, str):
-            if activation not in ACTIVATIONS:
-                raise ValueError(
-                    f"activation must be one of {sorted(ACTIVATIONS)} or a callable, "
-                    f"got {activation!r}"
-                )
+            self.info = activation_info(activation, negative_slope=negative_slope,
+                                        approximate=approximate, dim=dim)
             self.activation_name = activation
-            self.fn, self.odd = ACTIVATIONS[activation]
         elif callable(activation):
-            self.activation_name = getattr(activation, "__name__", type(activation).__name__)
-            self.fn, self.odd = activation, False
+            name = getattr(activation, "__name__", type(activation).__name__)
+            self.info = ActivationInfo(activation, True, None, False)
+            self.activation_name = str(name).lower()
         else:
             raise ValueError(f"activation must be a name or a callable, got {activation!r}")
-        self.register_module("input_quantizer", input_quantizer)
-        self.register_module("output_quantizer", output_quantizer)
+        self.fn = self.info.fn
+        self.options = {"negative_slope": negative_slope, "approximate": approximate, "dim": dim}
+        if relu_multiplier and self.activation_name != "relu":
+            raise ValueError("relu_multiplier is only defined for relu")
+        self.multiplier = nn.Parameter(torch.zeros(())) if relu_multiplier else None
+        self._init_io(input_quantizer, output_quantizer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q_in, q_out = self.input_quantizer, self.output_quantizer
-        if q_in is not None:
-            x = q_in.forward(x)
-        y = self.fn(x)
-        if q_out is not None:
-            y = q_out.forward(y)
-        return y
+        xs = x
+        if self.multiplier is not None:
+            xs = x * torch.exp2(round_ste(self.multiplier))
+        xq = self._quantize_in(xs)
+        return self._quantize_out(x, self.fn(xq))
+
+    def cost(self, for_loss: bool = False):
+        shapes = self.sample_shapes
+        if shapes is None or self.info.free:
+            return super().cost(for_loss)
+        channel_dim = 0 if len(shapes[0]) > 1 else None
+        ebops = lut_cost(self.input_bits(for_loss), self.output_bits(for_loss), shapes[0],
+                         channel_dim)
+        return ebops, ebops
 
     def extra_repr(self) -> str:
         return self.activation_name

@@ -1,4 +1,4 @@
-"""Skip quantizers that provably do nothing.
+"""Skip quantizers that provably do nothing, and link layers to their upstream quantizer.
 
 In a chain such as ``PQDense(q_out) -> PQActivation(relu: q_in, q_out) -> PQDense(q_in)`` the
 tensor leaving the first layer is already on a saturating fixed-point grid. A later quantizer whose
@@ -9,7 +9,9 @@ quantizer only needs to cover the non-negative part (negative values become 0 ei
 quantizer saturates).
 
 The analysis follows ``nn.Sequential`` chains (nested Sequentials are flattened); anything it does
-not understand resets the knowledge of the incoming format, so it never skips wrongly.
+not understand resets the knowledge of the incoming format, so it never skips wrongly. Layers
+without an input quantizer are linked to the nearest quantizer upstream, whose bit-width then
+describes their input in the cost metrics.
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ from dataclasses import dataclass
 from torch import nn
 
 from pquant.nn.activation import PQActivation
-from pquant.nn.weight_layer import CompressedWeightMixin
+from pquant.nn.base import PQModule
+from pquant.quant.base import Quantizer
 from pquant.quant.fixed_point import format_range
-from pquant.quant.quantizer import FixedPointQuantizer
 
 #: Modules that pass values through unchanged (shape changes only).
 PASS_THROUGH = (nn.Identity, nn.Flatten, nn.Unflatten)
@@ -39,9 +41,13 @@ class Grid:
         return Grid(max(self.lo, 0.0), max(self.hi, 0.0), self.f)
 
 
-def _static_grid(q: FixedPointQuantizer | None) -> Grid | None:
+def _active(q: Quantizer | None) -> bool:
+    return q is not None and q.enabled
+
+
+def _static_grid(q: Quantizer | None) -> Grid | None:
     """The grid a quantizer's output is guaranteed to lie on (saturating, constant formats)."""
-    if q is None or not q.enabled or not q.overflow_mode.saturating:
+    if not _active(q) or not q.overflow_mode.saturating:
         return None
     spec = q.spec
     if spec is None:
@@ -50,9 +56,9 @@ def _static_grid(q: FixedPointQuantizer | None) -> Grid | None:
     return Grid(lo, hi, spec.f)
 
 
-def _covers(q: FixedPointQuantizer | None, incoming: Grid | None) -> bool:
+def _covers(q: Quantizer | None, incoming: Grid | None) -> bool:
     """True if ``q`` maps every value of ``incoming`` to itself."""
-    if q is None or incoming is None or not q.enabled:
+    if not _active(q) or incoming is None or not q.supports_bypass:
         return False
     spec = q.spec
     if spec is None or spec.f < incoming.f:
@@ -69,41 +75,50 @@ def _leaves(seq: nn.Sequential):
             yield child
 
 
-def _after(q: FixedPointQuantizer | None, incoming: Grid | None) -> Grid | None:
+def _after(q: Quantizer | None, incoming: Grid | None) -> Grid | None:
     """Grid after ``q`` (or after nothing, when ``q`` is absent or skipped)."""
-    if q is None or not q.enabled:
-        return incoming
-    if q.bypass:
+    if not _active(q) or q.bypass:
         return incoming
     return _static_grid(q)
 
 
-def _visit(module: nn.Module, incoming: Grid | None, elided: list) -> Grid | None:
-    if isinstance(module, CompressedWeightMixin):
-        if _covers(module.input_quantizer, incoming):
-            module.input_quantizer.bypass = True
-            elided.append(module.input_quantizer)
-        return _after(module.output_quantizer, None)
-    if isinstance(module, PQActivation) and module.activation_name == "relu":
-        q_in, q_out = module.input_quantizer, module.output_quantizer
-        if q_in is not None and incoming is not None and q_in.enabled:
-            if q_in.overflow_mode.saturating and _covers(q_in, incoming.nonnegative()):
-                q_in.bypass = True
-                elided.append(q_in)
-        grid = _after(q_in, incoming)
-        grid = grid.nonnegative() if grid is not None else None
-        if _covers(q_out, grid):
-            q_out.bypass = True
-            elided.append(q_out)
-        return _after(q_out, grid)
-    if isinstance(module, PQActivation):
-        if _covers(module.input_quantizer, incoming):
-            module.input_quantizer.bypass = True
-            elided.append(module.input_quantizer)
-        return _static_grid(module.output_quantizer)
-    if isinstance(module, PASS_THROUGH):
-        return incoming
-    return None
+class _Walker:
+    def __init__(self) -> None:
+        self.elided: list[Quantizer] = []
+
+    def skip(self, q: Quantizer) -> None:
+        q.bypass = True
+        self.elided.append(q)
+
+    def visit(self, module, grid: Grid | None, source: Quantizer | None):
+        """Return the grid and the last active quantizer after ``module``."""
+        if isinstance(module, PQModule):
+            q_in, q_out = module.input_quantizer, module.output_quantizer
+            module._upstream = (source,) if q_in is None and source is not None else None
+            relu = (isinstance(module, PQActivation) and module.activation_name == "relu"
+                    and module.multiplier is None)
+            if relu:
+                if (_active(q_in) and grid is not None and q_in.overflow_mode.saturating
+                        and _covers(q_in, grid.nonnegative())):
+                    self.skip(q_in)
+                after_in = _after(q_in, grid)
+                grid = after_in.nonnegative() if after_in is not None else None
+                if _covers(q_out, grid):
+                    self.skip(q_out)
+                grid = _after(q_out, grid)
+            else:
+                if _covers(q_in, grid):
+                    self.skip(q_in)
+                grid = _after(q_out, None)
+            for q in (q_in, q_out):
+                if _active(q):
+                    source = q
+            if not relu and not _active(q_out):
+                source = None
+            return grid, source
+        if isinstance(module, PASS_THROUGH):
+            return grid, source
+        return None, None
 
 
 def elide_redundant_quantizers(model: nn.Module) -> list[str]:
@@ -112,15 +127,15 @@ def elide_redundant_quantizers(model: nn.Module) -> list[str]:
     Call again after changing quantizer formats by hand (any change lapses all bypasses).
     """
     for q in model.modules():
-        if isinstance(q, FixedPointQuantizer):
+        if isinstance(q, Quantizer) and q.supports_bypass:
             q.bypass = False
-    elided: list[FixedPointQuantizer] = []
+    walker = _Walker()
     nested = {id(child) for m in model.modules() if type(m) is nn.Sequential
               for child in m.children() if type(child) is nn.Sequential}
     for module in model.modules():
         if type(module) is nn.Sequential and id(module) not in nested:
-            grid = None
+            grid, source = None, None
             for leaf in _leaves(module):
-                grid = _visit(leaf, grid, elided)
+                grid, source = walker.visit(leaf, grid, source)
     names = {id(m): n for n, m in model.named_modules()}
-    return [names[id(q)] for q in elided]
+    return [names[id(q)] for q in walker.elided]

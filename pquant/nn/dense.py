@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pquant.metrics.ebops import linear_cost
 from pquant.nn.weight_layer import CompressedWeightMixin
 
 
@@ -50,10 +53,19 @@ class PQDense(CompressedWeightMixin, nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q_in, q_out = self.input_quantizer, self.output_quantizer
-        if q_in is not None:
-            x = q_in.forward(x)
+        xq = x if q_in is None else q_in.forward(x)
         weight, bias = self.effective_params()
-        y = F.linear(x, weight, bias)
+        y = F.linear(xq, weight, bias)
         if q_out is not None:
             y = q_out.forward(y)
+        self._shapes = (x.shape, y.shape)
         return y
+
+    def cost(self, for_loss: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        shapes = self.sample_shapes
+        if shapes is None:
+            return super().cost(for_loss)
+        in_shape = shapes[0]
+        positions = math.prod(in_shape[:-1]) if len(in_shape) > 1 else 1
+        return linear_cost(self.weight_bits(for_loss), self.input_bits(for_loss),
+                           self.kept_weights(), self.bias_bits(for_loss), positions)

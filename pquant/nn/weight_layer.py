@@ -7,6 +7,8 @@ The layer keeps the torch layer's own ``weight``/``bias`` parameters -- one set,
 When no autograd graph is needed (eval under ``torch.no_grad``), the effective weight and bias are
 cached and reused until the weight, the mask state or a quantizer format changes (tracked through
 tensor version counters), so repeated inference does no redundant pruning or quantization work.
+After :meth:`finalize` the effective tensors are baked into ``weight``/``bias`` and the pruning
+method and parameter quantizers are dropped.
 """
 
 from __future__ import annotations
@@ -16,38 +18,42 @@ from itertools import chain
 import torch
 from torch import nn
 
+from pquant.nn.base import FLOAT_BITS, PQModule
 from pquant.pruning.base import PruningMethod
+from pquant.quant.base import Quantizer
 
 
-class CompressedWeightMixin:
+class CompressedWeightMixin(PQModule):
     """Mixin for PQ layers with ``weight`` and ``bias`` (combine with the torch layer class)."""
 
-    weight: nn.Parameter
+    weight: nn.Parameter | None
     bias: nn.Parameter | None
 
     def _init_compression(
         self,
-        input_quantizer: nn.Module | None = None,
-        weight_quantizer: nn.Module | None = None,
-        bias_quantizer: nn.Module | None = None,
-        output_quantizer: nn.Module | None = None,
+        input_quantizer: Quantizer | None = None,
+        weight_quantizer: Quantizer | None = None,
+        bias_quantizer: Quantizer | None = None,
+        output_quantizer: Quantizer | None = None,
         pruning: PruningMethod | None = None,
         pruning_first: bool = True,
     ) -> None:
-        self.register_module("input_quantizer", input_quantizer)
+        self._init_io(input_quantizer, output_quantizer)
         self.register_module("weight_quantizer", weight_quantizer)
         self.register_module("bias_quantizer", bias_quantizer)
-        self.register_module("output_quantizer", output_quantizer)
         self.register_module("pruning", pruning)
         self.pruning_first = pruning_first
         self._eff_key = None
-        self._eff_cache: tuple[torch.Tensor, torch.Tensor | None] | None = None
+        self._eff_cache: tuple[torch.Tensor | None, torch.Tensor | None] | None = None
+        self._last_weight: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ effective tensors
     # Sub-modules are called through ``.forward`` on the hot path: it skips nn.Module.__call__'s
     # hook bookkeeping (hooks on these internal modules are not supported).
-    def _compute_weight(self) -> torch.Tensor:
+    def _compute_weight(self) -> torch.Tensor | None:
         w = self.weight
+        if w is None:
+            return None
         prune, quant = self.pruning, self.weight_quantizer
         if self.pruning_first:
             if prune is not None:
@@ -69,30 +75,42 @@ class CompressedWeightMixin:
         return b
 
     def _state_key(self) -> tuple:
-        tensors = [self.weight] if self.bias is None else [self.weight, self.bias]
+        tensors = [t for t in (self.weight, self.bias) if t is not None]
         mods = [
             m for m in (self.pruning, self.weight_quantizer, self.bias_quantizer) if m is not None
         ]
         extra = chain.from_iterable(chain(m.parameters(), m.buffers()) for m in mods)
         key = [self.training, self.pruning_first]
-        key += [getattr(m, "enabled", True) for m in mods]
+        key += [(id(m), getattr(m, "enabled", True)) for m in mods]
         for t in chain(tensors, extra):
             key.append(t.data_ptr())
             key.append(t._version)
         return tuple(key)
 
-    def effective_params(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _needs_graph(self) -> bool:
+        if not torch.is_grad_enabled():
+            return False
+        if self.weight is not None and self.weight.requires_grad:
+            return True
+        if self.bias is not None and self.bias.requires_grad:
+            return True
+        return any(p.requires_grad for p in self._aux_parameters())
+
+    def effective_params(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """The weight and bias actually used by the forward (pruned and quantized)."""
-        needs_graph = torch.is_grad_enabled() and (
-            self.weight.requires_grad or any(p.requires_grad for p in self._aux_parameters())
-        )
-        if needs_graph:
-            return self._compute_weight(), self._compute_bias()
+        if self.finalized:
+            return self.weight, self.bias
+        if self._needs_graph():
+            weight = self._compute_weight()
+            self._last_weight = None if weight is None else weight.detach()
+            return weight, self._compute_bias()
         key = self._state_key()
         if key != self._eff_key or self._eff_cache is None:
             with torch.no_grad():
                 self._eff_cache = (self._compute_weight(), self._compute_bias())
             self._eff_key = key
+            weight = self._eff_cache[0]
+            self._last_weight = None if weight is None else weight.detach()
         return self._eff_cache
 
     def _aux_parameters(self):
@@ -100,7 +118,7 @@ class CompressedWeightMixin:
             if m is not None:
                 yield from m.parameters()
 
-    def effective_weight(self) -> torch.Tensor:
+    def effective_weight(self) -> torch.Tensor | None:
         return self.effective_params()[0]
 
     def effective_bias(self) -> torch.Tensor | None:
@@ -113,3 +131,52 @@ class CompressedWeightMixin:
         with torch.no_grad():
             return self.pruning.hard_mask(self.weight)
 
+    # ------------------------------------------------------------------ bits
+    def weight_bits(self, for_loss: bool = False) -> torch.Tensor:
+        if self.finalized:
+            return self.final_weight_bits
+        bits = self._bits_of(self.weight_quantizer, for_loss)
+        return bits if bits is not None else torch.tensor(FLOAT_BITS)
+
+    def bias_bits(self, for_loss: bool = False) -> torch.Tensor | None:
+        if self.bias is None:
+            return None
+        if self.finalized:
+            return self.final_bias_bits
+        bits = self._bits_of(self.bias_quantizer, for_loss)
+        return bits if bits is not None else torch.tensor(FLOAT_BITS)
+
+    def kept_weights(self) -> torch.Tensor:
+        """1 where the effective weight of the last forward is non-zero (0: costs nothing)."""
+        w = self._last_weight
+        if w is None:
+            with torch.no_grad():
+                w = self.effective_weight()
+        return (w != 0).to(w.dtype)
+
+    # ------------------------------------------------------------------ finalisation
+    def finalize(self) -> None:
+        """Bake the effective weight and bias (eval behaviour), drop pruning and parameter
+        quantizers, freeze the I/O quantizers. Outputs in eval stay bit-for-bit the same."""
+        if self.finalized:
+            return
+        was_training = self.training
+        self.eval()
+        with torch.no_grad():
+            weight, bias = self.effective_params()
+            weight_bits = self.weight_bits().detach().clone()
+            bias_bits = None if bias is None else self.bias_bits().detach().clone()
+            weight, bias = (None if t is None else t.detach().clone() for t in (weight, bias))
+        self.train(was_training)
+        if weight is not None:
+            self.weight.data = weight
+        if bias is not None:
+            self.bias.data = bias
+        self.register_buffer("final_weight_bits", weight_bits)
+        if bias_bits is not None:
+            self.register_buffer("final_bias_bits", bias_bits)
+        self.weight_quantizer = None
+        self.bias_quantizer = None
+        self.pruning = None
+        self._eff_cache = None
+        super().finalize()

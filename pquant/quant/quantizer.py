@@ -2,76 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
-from torch import nn
 
+from pquant.quant.base import Quantizer
 from pquant.quant.fixed_point import bit_width, make_kernel, plan_constant
 from pquant.quant.modes import OverflowMode, RoundMode, as_overflow_mode, as_round_mode
+from pquant.quant.spec import QuantSpec
 
-
-@dataclass
-class QuantSpec:
-    """A fixed-point format plus its modes: what a layer needs to build one quantizer.
-
-    Attributes:
-        k: keep negatives (0 or 1).
-        i: integer bits without the sign bit.
-        f: fractional bits.
-        round_mode: rounding mode name or enum.
-        overflow_mode: overflow mode name or enum.
-    """
-
-    k: int
-    i: int
-    f: int
-    round_mode: RoundMode | str = RoundMode.RND
-    overflow_mode: OverflowMode | str = OverflowMode.SAT
-
-    @property
-    def bits(self) -> int:
-        return int(bit_width(self.k, self.i, self.f))
-
-    def check(self, where: str = "quantizer") -> None:
-        """Raise ``ValueError`` naming ``where`` if the format is not a usable fixed-point format."""
-        if self.k not in (0, 1):
-            raise ValueError(f"{where}: keep_negatives must be 0 or 1, got {self.k!r}")
-        if self.bits < 1:
-            raise ValueError(
-                f"{where}: total width k + i + f must be at least 1 bit, got "
-                f"k={self.k}, i={self.i}, f={self.f} ({self.bits} bits)"
-            )
-        as_round_mode(self.round_mode)
-        as_overflow_mode(self.overflow_mode)
-
-    def build(self, shape: tuple[int, ...] = ()) -> FixedPointQuantizer:
-        return FixedPointQuantizer(
-            self.k, self.i, self.f, self.round_mode, self.overflow_mode, shape=shape
-        )
-
-    def covers(self, other: QuantSpec) -> bool:
-        """True if every value of format ``other`` is exactly representable in ``self``.
-
-        Used to skip a quantizer whose input is known to come from ``other`` with a saturating
-        overflow mode: then the quantizer is the identity (value and straight-through gradient).
-        """
-        if not as_overflow_mode(other.overflow_mode).saturating:
-            return False
-        if self.f < other.f:
-            return False
-        from pquant.quant.fixed_point import format_range
-
-        lo_o, hi_o = format_range(other.k, other.i, other.f, other.overflow_mode)
-        lo_s, hi_s = format_range(self.k, self.i, self.f, self.overflow_mode)
-        return lo_s <= lo_o and hi_s >= hi_o
+__all__ = ["FixedPointQuantizer", "QuantSpec"]
 
 
 def _refresh_after_load(module, _incompatible_keys) -> None:
     module._refresh()
 
 
-class FixedPointQuantizer(nn.Module):
+class FixedPointQuantizer(Quantizer):
     """Quantizes a tensor to the fixed-point format held in its buffers ``k``, ``i``, ``f``.
 
     The buffers have shape ``()`` for per-tensor formats, or any shape broadcastable to the input
@@ -88,9 +33,7 @@ class FixedPointQuantizer(nn.Module):
             ``load_state_dict``, toggling ``enabled``) invalidates every bypass.
     """
 
-    #: bumped whenever any quantizer's format or enabled flag changes; bypasses record the value
-    #: they were granted under and lapse when it moves on.
-    format_epoch = 0
+    supports_bypass = True
 
     def __init__(
         self,
@@ -105,7 +48,6 @@ class FixedPointQuantizer(nn.Module):
         super().__init__()
         self.round_mode = as_round_mode(round_mode)
         self.overflow_mode = as_overflow_mode(overflow_mode)
-        self._enabled = True
         self._bypass_epoch = -1
         self.register_buffer("k", torch.full(shape, float(k)))
         self.register_buffer("i", torch.full(shape, float(i)))
@@ -117,22 +59,12 @@ class FixedPointQuantizer(nn.Module):
 
     # ---------------------------------------------------------------- flags
     @property
-    def enabled(self) -> bool:
-        return self._enabled
-
-    @enabled.setter
-    def enabled(self, value: bool) -> None:
-        if bool(value) != self._enabled:
-            FixedPointQuantizer.format_epoch += 1
-        self._enabled = bool(value)
-
-    @property
     def bypass(self) -> bool:
-        return self._bypass_epoch == FixedPointQuantizer.format_epoch
+        return self._bypass_epoch == Quantizer.format_epoch
 
     @bypass.setter
     def bypass(self, value: bool) -> None:
-        self._bypass_epoch = FixedPointQuantizer.format_epoch if value else -1
+        self._bypass_epoch = Quantizer.format_epoch if value else -1
 
     # ---------------------------------------------------------------- format
     def _refresh(self, initial: bool = False) -> None:
@@ -143,7 +75,7 @@ class FixedPointQuantizer(nn.Module):
         changed = previous is None or any(
             a.shape != b.shape or not torch.equal(a, b) for a, b in zip(previous, snapshot))
         if changed and not initial:
-            FixedPointQuantizer.format_epoch += 1
+            Quantizer.format_epoch += 1
         self._format_snapshot = snapshot
         self._cache = {}
         if self.k.dim() == 0 and self.i.dim() == 0 and self.f.dim() == 0:
@@ -164,10 +96,12 @@ class FixedPointQuantizer(nn.Module):
         self._refresh()
         return out
 
-    @property
     def bits(self) -> torch.Tensor:
         """Total width per format element, ``k + max(i, -f) + f`` (shape of the buffers)."""
         return bit_width(self.k, self.i, self.f)
+
+    def frozen(self) -> FixedPointQuantizer:
+        return self
 
     @property
     def spec(self) -> QuantSpec | None:
@@ -188,7 +122,7 @@ class FixedPointQuantizer(nn.Module):
         return kernel
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self._enabled or self._bypass_epoch == FixedPointQuantizer.format_epoch:
+        if not self._enabled or self._bypass_epoch == Quantizer.format_epoch:
             return x
         return self._kernel(x)(x)
 

@@ -28,7 +28,16 @@ RANGE_CASES = [
     (["pruning.pruning_method=wanda"], ["pruning.pruning_method", "'pdp'", "'wanda'"]),
     (["training.rewind=every-round"], ["training.save_weights_epoch", "every-round", "-1"]),
     (["training.save_weights_epoch=500"], ["training.save_weights_epoch", "[0, 199]", "500"]),
-    (["quantization.use_hgq=true"], ["quantization.use_hgq", "allowed: false", "true"]),
+    (["quantization.data_granularity=per_feature"],
+     ["quantization.data_granularity=per_feature", "use_hgq=true", "per_tensor"]),
+    (["quantization.use_hgq=true", "quantization.dynamic_data_quantization=true"],
+     ["dynamic_data_quantization", "Allowed with HGQ: false"]),
+    (["+quantization.layer_specific={fc1: {weight: {integer_bits: 1.5}}}"],
+     ["quantization.layer_specific.fc1.weight.integer_bits", "integer", "1.5"]),
+    (["+quantization.layer_specific={fc1: {weights: {integer_bits: 1}}}"],
+     ["quantization.layer_specific.fc1", "sections", "weights"]),
+    (["+quantization.layer_specific={fc1: {input: {granularity: per_channel}}}"],
+     ["quantization.layer_specific.fc1.input", "keys", "granularity"]),
     (["fitcompress.enable_fitcompress=true"], ["fitcompress.enable_fitcompress", "false"]),
 ]
 

@@ -35,7 +35,7 @@ def test_set_format_changes_output_and_bits():
     x = torch.tensor([0.3, 1.7])
     q.set_format(i=1, f=2)
     assert q(x).tolist() == [0.25, 1.75]
-    assert float(q.bits) == 4
+    assert float(q.bits()) == 4
 
 
 def test_disabled_is_identity():

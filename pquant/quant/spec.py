@@ -1,0 +1,69 @@
+"""A fixed-point format plus its modes (plain data, no torch state)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from pquant.quant.fixed_point import bit_width, format_range
+from pquant.quant.modes import OverflowMode, RoundMode, as_overflow_mode, as_round_mode
+
+
+@dataclass
+class QuantSpec:
+    """A fixed-point format plus its modes: what a layer needs to build one quantizer.
+
+    Attributes:
+        k: keep negatives (0 or 1).
+        i: integer bits without the sign bit.
+        f: fractional bits.
+        round_mode: rounding mode name or enum.
+        overflow_mode: overflow mode name or enum.
+    """
+
+    k: int
+    i: int
+    f: int
+    round_mode: RoundMode | str = RoundMode.RND
+    overflow_mode: OverflowMode | str = OverflowMode.SAT
+
+    @property
+    def bits(self) -> int:
+        return int(bit_width(self.k, self.i, self.f))
+
+    def check(self, where: str = "quantizer") -> None:
+        """Raise ``ValueError`` naming ``where`` if the format is not a usable fixed-point format."""
+        if self.k not in (0, 1):
+            raise ValueError(f"{where}: keep_negatives must be 0 or 1, got {self.k!r}")
+        if self.bits < 1:
+            raise ValueError(
+                f"{where}: total width k + i + f must be at least 1 bit, got "
+                f"k={self.k}, i={self.i}, f={self.f} ({self.bits} bits)"
+            )
+        as_round_mode(self.round_mode)
+        as_overflow_mode(self.overflow_mode)
+
+    def build(self, shape: tuple[int, ...] = ()):
+        """A constant-format :class:`~pquant.quant.quantizer.FixedPointQuantizer`."""
+        from pquant.quant.quantizer import FixedPointQuantizer
+
+        return FixedPointQuantizer(
+            self.k, self.i, self.f, self.round_mode, self.overflow_mode, shape=shape
+        )
+
+    def with_(self, **changes) -> QuantSpec:
+        """A copy with some fields replaced."""
+        return replace(self, **changes)
+
+    def covers(self, other: QuantSpec) -> bool:
+        """True if every value of format ``other`` is exactly representable in ``self``.
+
+        Used to skip a quantizer whose input is known to come from ``other`` with a saturating
+        overflow mode: then the quantizer is the identity (value and straight-through gradient).
+        """
+        if not as_overflow_mode(other.overflow_mode).saturating:
+            return False
+        if self.f < other.f:
+            return False
+        lo_o, hi_o = format_range(other.k, other.i, other.f, other.overflow_mode)
+        lo_s, hi_s = format_range(self.k, self.i, self.f, self.overflow_mode)
+        return lo_s <= lo_o and hi_s >= hi_o
