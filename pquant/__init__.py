@@ -21,6 +21,7 @@ _EXPORTS = {
     "train_model": "pquant.training.loop",
     "compression_report": "pquant.metrics.report",
     "ConfigError": "pquant.config.errors",
+    "finalize": "pquant.nn.finalize",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -29,6 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from pquant.config.compose import load_config
     from pquant.config.errors import ConfigError
     from pquant.metrics.report import compression_report
+    from pquant.nn.finalize import finalize
     from pquant.nn.replace import add_compression_layers
     from pquant.training.loop import train_model
 

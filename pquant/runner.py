@@ -20,6 +20,7 @@ from pquant.config.sections import sections
 from pquant.metrics.accuracy import evaluate
 from pquant.metrics.report import compression_report
 from pquant.metrics.summary import format_summary
+from pquant.nn.finalize import finalize
 from pquant.nn.replace import add_compression_layers
 from pquant.tracking.hydra_callback import read_parent_run
 from pquant.training.loop import train_model
@@ -120,7 +121,13 @@ def run(cfg: DictConfig, output_dir: str | None = None) -> dict[str, Any]:
     title = " / ".join(f"{k}={choices[k]}" for k in ("data", "model", "pruning", "quantization")
                        if k in choices)
     log.info("data: %s", data.describe())
-    log.info("converted: %s", ", ".join(model.pquant_report.converted) or "nothing")
+    conversion = model.pquant_report
+    log.info("converted: %s", ", ".join(conversion.converted) or "nothing")
+    q = s.quantization
+    if q.use_hgq and q.hgq_beta == 0 and q.hgq_gamma == 0:
+        log.warning("quantization.use_hgq=true with hgq_beta=0 and hgq_gamma=0: the bit-widths "
+                    "only follow the task loss, nothing pushes them down; set "
+                    "quantization.hgq_beta (EBOPs) and/or quantization.hgq_gamma (widths)")
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     tags = {f"choice.{k}": v for k, v in choices.items()}
     tags["pquant.kind"] = "job" if hydra_run.sweep_dir else "run"
@@ -148,22 +155,28 @@ def run(cfg: DictConfig, output_dir: str | None = None) -> dict[str, Any]:
         tracker.log_metrics(metrics, step=len(result.history))
         report = dict(metrics)
         report["warnings"] = result.warnings
+        report["conversion"] = conversion.as_dict()
         (out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True))
         (out / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
         torch.save(model.state_dict(), out / "model.pt")
+        finalize(model)  # frozen quantizers, baked weights: the deployable model
+        torch.save(model.state_dict(), out / "model_final.pt")
         tracker.log_artifact(out / "report.json")
         tracker.log_artifact(out / "config.yaml")
         if tracker.log_model:
             tracker.log_artifact(out / "model.pt")
+            tracker.log_artifact(out / "model_final.pt")
 
-    layers = list(model.pquant_report.pruned) + list(model.pquant_report.not_pruned)
-    layers = [n for n, _ in model.named_modules() if n in set(layers)]
+    layers = set(conversion.pruned) | set(conversion.not_pruned)
+    layers = [n for n, _ in model.named_modules() if n in layers]
     footer = [f"report      {out / 'report.json'}"]
     where = tracker.describe()
     if where:
         footer.append(f"tracking    {where}")
         if hasattr(tracker, "ui_command"):
             footer.append(f"browse      {tracker.ui_command()}")
+    if conversion.unsupported:
+        footer.append(f"unconverted {conversion.unsupported} (floating point)")
     footer += [f"WARNING     {w}" for w in result.warnings]
     print(format_summary(metrics, title, layers, footer), flush=True)
     return report

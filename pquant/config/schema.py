@@ -31,7 +31,7 @@ Rewind = Enum(
 
 
 def _adam() -> Dict[str, Any]:
-    return {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1.0e-3}
+    return {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1.0e-3, "foreach": True}
 
 
 def _cross_entropy() -> Dict[str, Any]:
@@ -108,7 +108,8 @@ class QuantizationConfig:
     overflow_mode_parameters: OverflowMode = OverflowMode.SAT
     round_mode: RoundMode = RoundMode.RND
     # -- additions -------------------------------------------------------------------------
-    #: weights and biases: one format per tensor, per output channel, or per weight
+    #: weights: one format per tensor, per output channel, or per weight (biases follow it
+    #: with HGQ; in fixed point they stay per tensor unless layer_specific says otherwise)
     granularity: Granularity = Granularity.per_tensor
     #: data (HGQ only): one learned format per tensor, or per feature/channel
     data_granularity: DataGranularity = DataGranularity.per_tensor

@@ -20,7 +20,7 @@ from pquant.config.schema import (
 )
 from pquant.config.sections import pruning_schemas
 from pquant.data.schema import DigitsDataConfig, SyntheticDataConfig
-from pquant.models.schema import MLPConfig
+from pquant.models.schema import CNNConfig, Conv1dConfig, MLPConfig
 
 _registered = False
 
@@ -45,4 +45,6 @@ def register_configs() -> None:
     cs.store(group="schema/data", name="digits", node=DigitsDataConfig)
     cs.store(group="schema/data", name="synthetic", node=SyntheticDataConfig)
     cs.store(group="schema/model", name="mlp", node=MLPConfig)
+    cs.store(group="schema/model", name="cnn", node=CNNConfig)
+    cs.store(group="schema/model", name="conv1d", node=Conv1dConfig)
     _registered = True

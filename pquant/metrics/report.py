@@ -124,3 +124,22 @@ def compression_report(model: nn.Module, example_input: torch.Tensor) -> dict[st
     out["ebops/total"] = ebops_total
     out["size/bits"] = size_bits
     return out
+
+
+def epoch_metrics(model: nn.Module) -> dict[str, float]:
+    """Cheap per-epoch figures, no extra forward: global sparsity, mean kept-weight bits, and
+    EBOPs for the shapes of the last forward."""
+    out = {"sparsity/global": sparsity_metrics(model)["sparsity/global"]}
+    bits_sum = kept_n = 0.0
+    for view in weight_layers(model):
+        kept = view.weight != 0
+        bits_sum += float(view.weight_bits.expand_as(view.weight)[kept].sum())
+        kept_n += int(kept.sum())
+    out["bits/weight/mean"] = bits_sum / kept_n if kept_n else 0.0
+    ebops = 0.0
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, PQModule) and module.sample_shapes is not None:
+                ebops += float(module.cost()[1])
+    out["ebops/total"] = ebops
+    return out

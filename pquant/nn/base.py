@@ -57,9 +57,12 @@ class PQModule:
         return tuple(self._shapes[0][1:]), tuple(self._shapes[1][1:])
 
     @staticmethod
-    def _bits_of(q: Quantizer | None, for_loss: bool) -> torch.Tensor | None:
+    def _bits_of(q: Quantizer | None, for_loss) -> torch.Tensor | None:
+        """Bits of ``q``; ``for_loss`` True (or a per-step memo dict) -> differentiable."""
         if q is None or not q.enabled:
             return None
+        if isinstance(for_loss, dict):
+            return q.bits_for_loss(for_loss)
         return q.bits_for_loss() if for_loss else q.bits()
 
     def input_bits(self, for_loss: bool = False) -> torch.Tensor:

@@ -130,6 +130,10 @@ class LayerFactory:
         values = sections.get(role, {})
         spec = self._checked(apply_overrides(base, values), f"{name} ({role})")
         granularity = self.s.quantization.granularity
+        if role == "bias" and not self.hgq:
+            # fixed point: one bias format per tensor unless a layer asks otherwise (the range
+            # split per element buys nothing for a vector added once per output)
+            granularity = Granularity.per_tensor
         if "granularity" in values:
             granularity = Granularity[getattr(values["granularity"], "name",
                                               values["granularity"])]

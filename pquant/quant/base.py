@@ -60,11 +60,14 @@ class Quantizer(nn.Module):
         """Width in bits per format element (broadcastable to the quantized tensor), detached."""
         raise NotImplementedError  # pragma: no cover - abstract
 
-    def bits_for_loss(self) -> torch.Tensor:
-        """Width per element, differentiable w.r.t. learnable bit-widths (HGQ's EBOPs loss)."""
+    def bits_for_loss(self, memo: dict | None = None) -> torch.Tensor:
+        """Width per element, differentiable w.r.t. learnable bit-widths (HGQ's EBOPs loss).
+
+        ``memo`` (one dict per training step) lets the EBOPs and width terms share the work.
+        """
         return self.bits()
 
-    def regularizer(self) -> torch.Tensor | None:
+    def regularizer(self, memo: dict | None = None) -> torch.Tensor | None:
         """Mean width over the format elements, for HGQ's ``hgq_gamma`` term (None if fixed)."""
         return None
 

@@ -15,11 +15,14 @@ Parameters exist from construction, with their final shapes: an optimizer built 
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 from pquant.quant.base import Quantizer
-from pquant.quant.fixed_point import quantize
+from pquant.quant.fixed_point import _round_inplace, _wrap_codes
 from pquant.quant.modes import OverflowMode, as_overflow_mode, as_round_mode
 
 #: Valid range of the learnable bits (clamped after every epoch and when frozen).
@@ -30,6 +33,145 @@ I_RANGE = (-23.0, 23.0)
 def round_ste(t: torch.Tensor) -> torch.Tensor:
     """Round to the nearest integer (half to even) with an identity gradient."""
     return t + (torch.round(t) - t).detach()
+
+
+_LN2 = math.log(2.0)
+
+
+def _reduce_to(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """Sum ``t`` over the dimensions that ``shape`` broadcasts, giving a tensor of ``shape``."""
+    if t.shape == shape:
+        return t
+    lead = t.dim() - len(shape)
+    dims = list(range(lead)) + [lead + d for d, n in enumerate(shape)
+                                if n == 1 and t.shape[lead + d] != 1]
+    return t.sum(dim=dims, keepdim=True).reshape(shape) if dims else t.reshape(shape)
+
+
+@dataclass
+class _Plan:
+    """Everything derived from the bit parameters, computed once per parameter update.
+
+    ``bits`` (``k + relu(i + f)``), ``active`` (``i + f > 0``), the grid (``scale = 2**f``,
+    ``step = 2**-f``), the clip bounds, and the coefficients that turn the sums of the gradient
+    over top- and bottom-clipped values into gradients for ``i`` and ``f``.
+    """
+
+    bits: torch.Tensor
+    active: torch.Tensor
+    scale: torch.Tensor
+    step: torch.Tensor
+    lo: torch.Tensor | None
+    hi: torch.Tensor | None
+    wrap: tuple | None
+    gi_outside: torch.Tensor | None
+    gi_signed: torch.Tensor | None
+    gf_outside: torch.Tensor | None
+    gf_signed: torch.Tensor | None
+
+
+def _make_plan(k, i_raw, f_raw, learn_i: bool, overflow_mode: OverflowMode,
+               training: bool) -> _Plan:
+    """Derive a :class:`_Plan` (no autograd)."""
+    with torch.no_grad():
+        f = torch.round(f_raw)
+        i = torch.round(i_raw) if learn_i else i_raw
+        neg_f = -f
+        i_eff = torch.maximum(i, neg_f)
+        width = i_eff + f
+        powers = torch.exp2(torch.stack((neg_f, f, i_eff)))
+        step, scale, pow_i = powers[0], powers[1], powers[2]
+        lo = hi = wrap = None
+        gi_o = gi_s = gf_o = gf_s = None
+        if overflow_mode.saturating:
+            hi = pow_i - step
+            lo = -k * (hi if overflow_mode is OverflowMode.SAT_SYM else pow_i)
+            # d hi/d i = ln2 2**i at the top; d lo/d i = -k ln2 2**i at the bottom. With
+            # S_out = sum over clipped values, S_sgn = signed sum: top = (S_out + S_sgn) / 2,
+            # bottom = (S_out - S_sgn) / 2.
+            half_i = (0.5 * _LN2) * pow_i
+            gi_o, gi_s = half_i * (1 - k), half_i * (1 + k)
+            half_f = (0.5 * _LN2) * step
+            if overflow_mode is OverflowMode.SAT_SYM:
+                gf_o, gf_s = half_f * (1 - k), half_f * (1 + k)
+            else:
+                gf_o = gf_s = half_f
+        elif not training:
+            period = torch.exp2(k + width)
+            wrap = (-k * period / 2, period, overflow_mode is OverflowMode.WRAP_SM)
+        return _Plan(width + k, (width > 0).to(width.dtype), scale, step, lo, hi, wrap,
+                     gi_o, gi_s, gf_o, gf_s)
+
+
+class _HGQQuantize(torch.autograd.Function):
+    """Fused HGQ quantizer: clip + round forward, analytic backward without boolean tensors.
+
+    Takes the raw (continuous) bit parameters and a :class:`_Plan` derived from their rounded
+    values; the backward passes gradients straight through the rounding. Gradients:
+
+    * ``x``: 1 inside ``[lo, hi]``, 0 where clipped;
+    * ``f``: ``-ln2 * (q - x_clipped)`` (rounding error) plus ``d hi / d f = ln2 * 2**-f`` for
+      values clipped at the top (and ``d lo / d f`` for SAT_SYM at the bottom);
+    * ``i``: ``d hi / d i = ln2 * 2**i`` at the top, ``d lo / d i = -k ln2 2**i`` at the bottom.
+
+    These are exactly the derivatives of the composed expression in
+    :func:`pquant.quant.fixed_point.quantize` (tested against it). The second output is the width
+    per bit element, ``k + relu(i + f)``, whose gradient joins the same backward -- the EBOPs and
+    width losses reuse it instead of rebuilding it.
+    """
+
+    @staticmethod
+    def forward(ctx, x, i_raw, f_raw, plan: _Plan, round_mode):
+        ctx.set_materialize_grads(False)
+        xc = x if plan.lo is None else torch.clamp(x, plan.lo, plan.hi)
+        codes = xc * plan.scale
+        _round_inplace(codes, round_mode)
+        if plan.wrap is not None:
+            codes = _wrap_codes(codes, *plan.wrap)
+        q = codes.mul_(plan.step)
+        ctx.plan = plan
+        ctx.shapes = (i_raw.shape, f_raw.shape)
+        ctx.save_for_backward(x, xc, q)
+        return q, plan.bits.clone()
+
+    @staticmethod
+    def backward(ctx, grad, grad_bits):
+        x, xc, q = ctx.saved_tensors
+        plan: _Plan = ctx.plan
+        i_shape, f_shape = ctx.shapes
+        need_x, need_i, need_f = ctx.needs_input_grad[0:3]
+        gx = gi = gf = None
+        if grad is not None:
+            if plan.lo is not None:
+                side = torch.sub(x, xc).sign_()  # +1 clipped at the top, -1 at the bottom
+                outside = side.abs()
+                if need_x:
+                    gx = torch.addcmul(grad, grad, outside, value=-1.0)
+                if need_i or need_f:
+                    shape = i_shape if need_i else f_shape
+                    s_out = _reduce_to(grad * outside, shape)
+                    s_sgn = _reduce_to(grad * side, shape)
+                    if need_i:
+                        gi = torch.addcmul(plan.gi_outside * s_out, plan.gi_signed, s_sgn)
+            elif need_x:
+                gx = grad
+            if need_f:
+                gf = _reduce_to(grad * (q - xc), f_shape).mul_(-_LN2)
+                if plan.lo is not None:
+                    gf = gf.reshape(s_out.shape) if gf.shape != s_out.shape else gf
+                    gf = torch.addcmul(torch.addcmul(gf, plan.gf_outside, s_out),
+                                       plan.gf_signed, s_sgn)
+        if grad_bits is not None:  # widths k + relu(i + f): straight through the rounding
+            through = grad_bits * plan.active
+            if need_f:
+                gf = through if gf is None else gf.reshape(through.shape) + through
+            if need_i:
+                gi = through if gi is None else gi.reshape(through.shape) + through
+        if gf is not None:
+            gf = gf.reshape(f_shape)
+        if gi is not None:
+            gi = gi.reshape(i_shape)
+        return gx, gi, gf, None, None
 
 
 class HGQQuantizer(Quantizer):
@@ -51,11 +193,16 @@ class HGQQuantizer(Quantizer):
         self.overflow_mode = as_overflow_mode(overflow_mode)
         self.register_buffer("k", torch.full(shape, float(k)))
         self.f = nn.Parameter(torch.full(shape, float(f)))
-        self.learn_i = self.overflow_mode is not OverflowMode.WRAP
+        # integer bits learn from the clipping bounds; wrapping modes have none, so there they
+        # follow the observed range of the data instead
+        self.learn_i = self.overflow_mode.saturating
         if self.learn_i:
             self.i = nn.Parameter(torch.full(shape, float(i)))
         else:
             self.register_buffer("i", torch.full(shape, float(i)))
+        self._step_bits: torch.Tensor | None = None
+        self._plan_key = None
+        self._plan: _Plan | None = None
 
     # ------------------------------------------------------------------ bits
     def _i_f(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,16 +210,38 @@ class HGQQuantizer(Quantizer):
         i = round_ste(self.i) if self.learn_i else self.i
         return i, f
 
-    def bits_for_loss(self) -> torch.Tensor:
+    def bits_for_loss(self, memo: dict | None = None) -> torch.Tensor:
+        """Widths with gradient: those of this step's forward if it ran, else recomputed."""
+        if self._step_bits is not None:
+            return self._step_bits
+        if memo is not None and id(self) in memo:
+            return memo[id(self)]
         i, f = self._i_f()
-        return self.k + torch.relu(i + f)
+        bits = self.k + torch.relu(i + f)
+        if memo is not None:
+            memo[id(self)] = bits
+        return bits
+
+    def _current_plan(self) -> _Plan:
+        """The plan for the current bit parameters (recomputed only after they change)."""
+        key = (self.training, self.f._version, self.i._version, self.f.data_ptr(),
+               self.i.data_ptr(), self.k._version)
+        if key != self._plan_key:
+            self._plan = _make_plan(self.k, self.i, self.f, self.learn_i, self.overflow_mode,
+                                    self.training)
+            self._plan_key = key
+        return self._plan
+
+    def end_step(self) -> None:
+        """Forget this step's widths (called by the loss once it has used them)."""
+        self._step_bits = None
 
     def bits(self) -> torch.Tensor:
         with torch.no_grad():
             return self.k + torch.relu(torch.round(self.i) + torch.round(self.f))
 
-    def regularizer(self) -> torch.Tensor:
-        return self.bits_for_loss().mean()
+    def regularizer(self, memo: dict | None = None) -> torch.Tensor:
+        return self.bits_for_loss(memo).mean()
 
     # ------------------------------------------------------------------ forward
     def _track_integer_bits(self, x: torch.Tensor, f: torch.Tensor) -> None:
@@ -91,10 +260,11 @@ class HGQQuantizer(Quantizer):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self._enabled:
             return x
-        i, f = self._i_f()
         if not self.learn_i and self.training:
-            self._track_integer_bits(x, f)
-        return quantize(x, self.k, i, f, self.round_mode, self.overflow_mode, self.training)
+            self._track_integer_bits(x, torch.round(self.f))
+        q, bits = _HGQQuantize.apply(x, self.i, self.f, self._current_plan(), self.round_mode)
+        self._step_bits = bits if (self.training and bits.requires_grad) else None
+        return q
 
     def on_epoch_end(self) -> None:
         with torch.no_grad():

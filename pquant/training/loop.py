@@ -13,7 +13,8 @@
     on_finetuning_start                (always: masks become binary and frozen)
     for e in fine_tuning_epochs:      on_epoch_start, train, evaluate, on_epoch_end
 
-The loop adds the compression losses itself (pruning regularisers during the TRAINING stage);
+The loop adds the compression losses itself (pruning regularisers during the TRAINING stage, the
+HGQ EBOPs and width terms after pretraining) and clamps learnable bit-widths after every epoch;
 user code only supplies the model, the data and, optionally, optimizer/scheduler/loss.
 """
 
@@ -33,9 +34,11 @@ from pquant.config.schema import Rewind
 from pquant.config.sections import Sections, sections
 from pquant.metrics.accuracy import evaluate
 from pquant.metrics.layers import MACHINERY
-from pquant.metrics.sparsity import sparsity_metrics
+from pquant.metrics.report import epoch_metrics
 from pquant.nn.weight_layer import CompressedWeightMixin
-from pquant.pruning.base import EpochInfo, PruningMethod, RoundInfo, Stage
+from pquant.pruning.base import EpochInfo, RoundInfo, Stage
+from pquant.quant.base import Quantizer
+from pquant.training.losses import CompressionLoss
 from pquant.training.targets import check_targets
 
 log = logging.getLogger(__name__)
@@ -49,7 +52,8 @@ class TrainResult:
 
     Attributes:
         history: one dict of metrics per epoch (``stage``, ``round``, ``epoch``, ``train/loss``,
-            ``train/accuracy``, ``val/loss``, ``val/accuracy``, ``sparsity/global``, ``lr``).
+            ``train/accuracy``, ``val/loss``, ``val/accuracy``, ``sparsity/global``,
+            ``bits/weight/mean``, ``ebops/total``, ``lr``).
         warnings: messages about targets the schedule could not, or did not, reach.
         stage_order: the hook/stage events in the order they happened (for inspection).
     """
@@ -97,8 +101,8 @@ class _Trainer:
         self.progress = progress
         self.layers = [m for m in model.modules()
                        if isinstance(m, CompressedWeightMixin) and m.pruning is not None]
-        self.loss_methods = [m.pruning for m in self.layers
-                             if type(m.pruning).extra_loss is not PruningMethod.extra_loss]
+        self.quantizers = [m for m in model.modules() if isinstance(m, Quantizer)]
+        self.compression_loss = CompressionLoss(model, s)
         self.result = TrainResult()
         self.global_epoch = 0
         self.snapshot: dict[str, torch.Tensor] | None = None
@@ -110,7 +114,7 @@ class _Trainer:
     def _train_epoch(self, stage: Stage) -> dict[str, float]:
         model, opt, loss_fn, device = self.model, self.optimizer, self.loss_fn, self.device
         model.train()
-        extra = self.loss_methods if stage is Stage.TRAINING else []
+        compression = self.compression_loss if self.compression_loss.active(stage) else None
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device)
         n = 0
@@ -118,10 +122,8 @@ class _Trainer:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             out = model(x)
             loss = loss_fn(out, y)
-            for method in extra:
-                term = method.extra_loss()
-                if term is not None:
-                    loss = loss + term
+            if compression is not None:
+                loss = compression(stage, loss)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -143,9 +145,11 @@ class _Trainer:
             metrics.update({f"val/{k}": v for k, v in val.items()})
         for layer in self.layers:
             layer.pruning.on_epoch_end(info, layer.weight)
+        for q in self.quantizers:
+            q.on_epoch_end()
         if self.scheduler is not None:
             self.scheduler.step()
-        metrics["sparsity/global"] = sparsity_metrics(self.model)["sparsity/global"]
+        metrics.update(epoch_metrics(self.model))
         metrics["lr"] = float(self.optimizer.param_groups[0]["lr"])
         metrics.update(stage=float(stage), round=float(rnd), epoch=float(epoch))
         self.result.history.append(metrics)

@@ -55,8 +55,11 @@ def test_reference_defaults_are_kept(compose):
     assert (p.enable_pruning, p.disable_pruning_for_layers, p.threshold_decay) == (True, [], 0.0)
     q = s.quantization
     assert (q.quantize_input, q.quantize_output, q.enable_quantization, q.use_hgq,
-            q.use_real_tanh, q.hgq_gamma, q.hgq_beta, q.layer_specific) == (
-        True, True, True, False, False, 0.0, 0.0, {})
+            q.use_real_tanh, q.layer_specific) == (True, True, True, False, False, {})
+    from pquant.config.schema import QuantizationConfig
+
+    schema = QuantizationConfig()  # the presets set working HGQ coefficients; the schema keeps 0
+    assert (schema.hgq_gamma, schema.hgq_beta, schema.quantize_output) == (0.0, 0.0, True)
     f = s.fitcompress
     assert (f.enable_fitcompress, f.optimize_quantization, f.quantization_schedule,
             f.compression_goal, f.optimize_pruning, f.greedy_astar, f.approximate,

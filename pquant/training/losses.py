@@ -1,0 +1,65 @@
+"""The compression losses the training loop adds to the task loss.
+
+* Pruning regularisers (``PruningMethod.extra_loss``) -- during the TRAINING stage only.
+* HGQ (``quantization.use_hgq``): ``hgq_beta * EBOPs + hgq_gamma * sum_q mean_width(q)`` --
+  in every stage but pretraining. EBOPs come from the same cost functions as the report
+  (:mod:`pquant.metrics.ebops`), differentiable in the learnable bit-widths, for the shapes of the
+  forward just run. The width term averages over each quantizer's elements, so a per-weight
+  quantizer is not pushed harder than a per-tensor one for the same ``hgq_gamma``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pquant.config.sections import Sections
+from pquant.nn.base import PQModule
+from pquant.nn.weight_layer import CompressedWeightMixin
+from pquant.pruning.base import PruningMethod, Stage
+from pquant.quant.base import Quantizer
+
+
+class CompressionLoss:
+    """Collects, once, the modules that contribute losses; evaluated once per step."""
+
+    def __init__(self, model: nn.Module, s: Sections) -> None:
+        q = s.quantization
+        self.beta, self.gamma = float(q.hgq_beta), float(q.hgq_gamma)
+        self.hgq = q.use_hgq and q.enable_quantization and (self.beta > 0 or self.gamma > 0)
+        self.costed = [m for m in model.modules() if isinstance(m, PQModule)]
+        self.learnable = [m for m in model.modules()
+                          if isinstance(m, Quantizer) and m.learnable]
+        self.pruning = [m.pruning for m in model.modules()
+                        if isinstance(m, CompressedWeightMixin) and m.pruning is not None
+                        and type(m.pruning).extra_loss is not PruningMethod.extra_loss]
+
+    def active(self, stage: Stage) -> bool:
+        return bool((self.pruning and stage is Stage.TRAINING)
+                    or (self.hgq and stage is not Stage.PRETRAINING))
+
+    def hgq_terms(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(EBOPs, summed mean widths), differentiable in the learnable bit-widths."""
+        memo: dict = {}  # widths of quantizers that did not run this step: computed once
+        ebops = sum((m.cost(for_loss=memo)[1] for m in self.costed
+                     if m.sample_shapes is not None), torch.zeros(()))
+        widths = sum((q.regularizer(memo) for q in self.learnable), torch.zeros(()))
+        self.end_step()
+        return ebops, widths
+
+    def __call__(self, stage: Stage, loss: torch.Tensor) -> torch.Tensor:
+        if stage is Stage.TRAINING:
+            for method in self.pruning:
+                term = method.extra_loss()
+                if term is not None:
+                    loss = loss + term
+        if self.hgq and stage is not Stage.PRETRAINING:
+            ebops, widths = self.hgq_terms()
+            loss = loss + self.beta * ebops.to(loss.device) + self.gamma * widths.to(loss.device)
+        return loss
+
+    def end_step(self) -> None:
+        for q in self.learnable:
+            end = getattr(q, "end_step", None)
+            if end is not None:
+                end()
