@@ -93,3 +93,26 @@ def test_default_command_meets_the_acceptance_bar(tmp_path):
     assert r["bits/weight/mean"] == 8.0
     (run,) = _mlflow_runs(tmp_path / "outputs" / "mlflow.db")
     assert run.info.status == "FINISHED"
+
+
+@pytest.mark.parametrize("overrides", [
+    ["pruning=pdp", "quantization.use_hgq=true"],
+    ["model=cnn", "quantization=hgq"],
+    ["model=conv1d", "quantization.granularity=per_channel"],
+], ids=["pdp-use_hgq", "cnn-hgq", "conv1d-per_channel"])
+def test_quantization_variants_end_to_end(tmp_path, overrides):
+    args = ["training.epochs=3", "training.pretraining_epochs=1", "training.fine_tuning_epochs=1",
+            "pruning.epsilon=0.5", "tracking=none", *overrides]
+    result = _pquant(args, tmp_path)
+    assert result.returncode == 0, result.stderr
+    (report,) = (tmp_path / "outputs" / "runs").rglob("report.json")
+    r = json.loads(report.read_text())
+    weight_layers = [k.split("/", 2)[2] for k in r if k.startswith("bits/weight/")
+                     and k != "bits/weight/mean"]
+    assert weight_layers
+    for layer in weight_layers:
+        assert f"ebops/{layer}" in r and r[f"ebops/{layer}"] > 0
+    assert (report.parent / "model_final.pt").is_file()
+    if "model=cnn" in overrides:
+        assert any(k.startswith("ebops/bn") for k in r) and any(k.startswith("ebops/pool")
+                                                                for k in r)

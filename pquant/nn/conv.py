@@ -14,15 +14,8 @@ from pquant.nn.weight_layer import CompressedWeightMixin
 class _PQConvMixin(CompressedWeightMixin):
     """Forward and cost shared by the convolutions (``_conv_forward`` comes from torch)."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q_in, q_out = self.input_quantizer, self.output_quantizer
-        xq = x if q_in is None else q_in.forward(x)
-        weight, bias = self.effective_params()
-        y = self._conv_forward(xq, weight, bias)
-        if q_out is not None:
-            y = q_out.forward(y)
-        self._shapes = (x.shape, y.shape)
-        return y
+    def _op(self, x: torch.Tensor, weight, bias) -> torch.Tensor:
+        return self._conv_forward(x, weight, bias)
 
     def cost(self, for_loss: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         shapes = self.sample_shapes

@@ -51,15 +51,8 @@ class PQDense(CompressedWeightMixin, nn.Linear):
         new.bias = layer.bias
         return new
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q_in, q_out = self.input_quantizer, self.output_quantizer
-        xq = x if q_in is None else q_in.forward(x)
-        weight, bias = self.effective_params()
-        y = F.linear(xq, weight, bias)
-        if q_out is not None:
-            y = q_out.forward(y)
-        self._shapes = (x.shape, y.shape)
-        return y
+    def _op(self, x: torch.Tensor, weight, bias) -> torch.Tensor:
+        return F.linear(x, weight, bias)
 
     def cost(self, for_loss: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         shapes = self.sample_shapes

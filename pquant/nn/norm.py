@@ -21,7 +21,20 @@ def _pop_quantizers(kwargs):
     return [kwargs.pop(k, None) for k in _ARGS]
 
 
-class _PQBatchNormMixin(CompressedWeightMixin):
+class _NormCostMixin(CompressedWeightMixin):
+    #: dimension of the per-sample input that per-channel bits vary along (None: trailing)
+    _channel_dim: int | None = 0
+
+    def cost(self, for_loss: bool = False):
+        shapes = self.sample_shapes
+        if shapes is None or self.weight is None:
+            return super().cost(for_loss)
+        ebops = norm_cost(self.input_bits(for_loss), self.weight_bits(for_loss),
+                          self.bias_bits(for_loss), shapes[0], channel_dim=self._channel_dim)
+        return ebops, ebops
+
+
+class _PQBatchNormMixin(_NormCostMixin):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input_dim(x)
         xq = self._quantize_in(x)
@@ -38,14 +51,6 @@ class _PQBatchNormMixin(CompressedWeightMixin):
                          self.running_var if track else None, weight, bias, use_batch_stats,
                          factor, self.eps)
         return self._quantize_out(x, y)
-
-    def cost(self, for_loss: bool = False):
-        shapes = self.sample_shapes
-        if shapes is None or self.weight is None:
-            return super().cost(for_loss)
-        ebops = norm_cost(self.input_bits(for_loss), self.weight_bits(for_loss),
-                          self.bias_bits(for_loss), shapes[0], channel_dim=0)
-        return ebops, ebops
 
     @classmethod
     def from_torch(cls, layer, **quantizers):
@@ -78,8 +83,10 @@ class PQBatchNorm2d(_PQBatchNormMixin, nn.BatchNorm2d):
         self._init_compression(q_in, q_w, q_b, q_out, None)
 
 
-class PQLayerNorm(CompressedWeightMixin, nn.LayerNorm):
+class PQLayerNorm(_NormCostMixin, nn.LayerNorm):
     """``nn.LayerNorm(normalized_shape, eps, elementwise_affine, bias)`` with quantizers."""
+
+    _channel_dim = None
 
     def __init__(self, *args, **kwargs) -> None:
         q_in, q_w, q_b, q_out = _pop_quantizers(kwargs)
@@ -91,14 +98,6 @@ class PQLayerNorm(CompressedWeightMixin, nn.LayerNorm):
         weight, bias = self.effective_params()
         y = F.layer_norm(xq, self.normalized_shape, weight, bias, self.eps)
         return self._quantize_out(x, y)
-
-    def cost(self, for_loss: bool = False):
-        shapes = self.sample_shapes
-        if shapes is None or self.weight is None:
-            return super().cost(for_loss)
-        ebops = norm_cost(self.input_bits(for_loss), self.weight_bits(for_loss),
-                          self.bias_bits(for_loss), shapes[0], channel_dim=None)
-        return ebops, ebops
 
     @classmethod
     def from_torch(cls, layer: nn.LayerNorm, **quantizers):

@@ -47,6 +47,21 @@ class CompressedWeightMixin(PQModule):
         self._eff_cache: tuple[torch.Tensor | None, torch.Tensor | None] | None = None
         self._last_weight: torch.Tensor | None = None
 
+    # ------------------------------------------------------------------ forward
+    def _op(self, x: torch.Tensor, weight, bias) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``q_out(op(q_in(x), W_eff, b_eff))``; ``_op`` is the torch layer's computation."""
+        q_in, q_out = self.input_quantizer, self.output_quantizer
+        xq = x if q_in is None else q_in.forward(x)
+        weight, bias = self.effective_params()
+        y = self._op(xq, weight, bias)
+        if q_out is not None:
+            y = q_out.forward(y)
+        self._shapes = (x.shape, y.shape)
+        return y
+
     # ------------------------------------------------------------------ effective tensors
     # Sub-modules are called through ``.forward`` on the hot path: it skips nn.Module.__call__'s
     # hook bookkeeping (hooks on these internal modules are not supported).
