@@ -121,6 +121,16 @@ class _Walker:
         return None, None
 
 
+def _note_successor(module, following) -> None:
+    """Tell a layer's pruning method whether a ReLU consumes its output (activation pruning
+    judges units by their positive outputs, which only a ReLU makes meaningful)."""
+    method = getattr(module, "pruning", None)
+    if method is not None and hasattr(method, "feeds_relu"):
+        relu = isinstance(following, nn.ReLU) or (
+            isinstance(following, PQActivation) and following.activation_name == "relu")
+        method.feeds_relu = bool(relu)
+
+
 def elide_redundant_quantizers(model: nn.Module) -> list[str]:
     """Mark provably redundant quantizers as bypassed; return their dotted names.
 
@@ -135,7 +145,9 @@ def elide_redundant_quantizers(model: nn.Module) -> list[str]:
     for module in model.modules():
         if type(module) is nn.Sequential and id(module) not in nested:
             grid, source = None, None
-            for leaf in _leaves(module):
+            leaves = list(_leaves(module))
+            for leaf, following in zip(leaves, leaves[1:] + [None]):
                 grid, source = walker.visit(leaf, grid, source)
+                _note_successor(leaf, following)
     names = {id(m): n for n, m in model.named_modules()}
     return [names[id(q)] for q in walker.elided]

@@ -153,7 +153,7 @@ class LayerFactory:
     # ------------------------------------------------------------------ weight layers
     def _weight_layer(self, cls, name, layer, layer_type, fin: Flow, fout: Flow):
         sections = self.overrides.for_layer(name, _ALL)
-        return cls.from_torch(
+        new = cls.from_torch(
             layer,
             input_quantizer=self._data_q(name, sections, "input", self.data, fin),
             weight_quantizer=self._param_q(name, sections, "weight", self.weight, layer.weight),
@@ -162,6 +162,9 @@ class LayerFactory:
             pruning=self._pruning_for(name, layer.weight, layer_type),
             pruning_first=self.s.training.pruning_first,
         ).to(layer.weight.device)
+        if new.pruning is not None:
+            new.pruning.bind(new)
+        return new
 
     def linear(self, name, layer: nn.Linear, flow: Flow):
         out = Flow(layer.out_features, "last")

@@ -84,8 +84,13 @@ class CompressedWeightMixin(PQModule):
 
     def _compute_bias(self) -> torch.Tensor | None:
         b = self.bias
+        if b is None:
+            return None
+        prune = self.pruning
+        if prune is not None and prune.masks_bias:
+            b = prune.prune_bias(b)
         quant = self.bias_quantizer
-        if b is not None and quant is not None:
+        if quant is not None:
             b = quant.forward(b)
         return b
 

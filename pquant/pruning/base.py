@@ -10,10 +10,17 @@ learned; extra losses apply) and ``FINETUNING`` (masks frozen and binary). Only 
 calls the hooks, in this order::
 
     on_epoch_start / on_epoch_end         around every epoch of every stage
+    plan_budget (classmethod)             once per method class, with every pruned layer,
+                                          before on_pretraining_end (cross-layer budgets)
     on_pretraining_end                    once, after the last pretraining epoch (even if none)
+    observe(inputs, outputs)              after the forward of each training-mode batch of the
+                                          TRAINING stage, while ``wants_observations``
+    extra_loss                            once per TRAINING-stage batch, added to the loss
     on_round_end                          after every round of the main stage (last one included)
     on_finetuning_start                   once, before the fine-tuning epochs (even if none)
-    observe(inputs, outputs)              per training batch, only while ``wants_observations``
+
+Structured methods also mask the bias of removed units (``prune_bias``): a removed neuron must not
+keep emitting its bias.
 """
 
 from __future__ import annotations
@@ -91,7 +98,7 @@ class PruningConfig:
         if self.threshold_decay < 0:
             raise fail(f"{path}.threshold_decay", "be >= 0", self.threshold_decay)
 
-    def schedule_warnings(self, training) -> list[str]:
+    def schedule_warnings(self, training, batches_per_epoch: int | None = None) -> list[str]:
         """Human-readable reasons why the schedule in ``training`` cannot meet the target."""
         return []
 
@@ -109,8 +116,11 @@ class PruningMethod(nn.Module):
         layer_type: ``"linear"`` or ``"conv"``.
     """
 
-    #: set True by data-driven methods while they need ``observe`` calls.
-    wants_observations: bool = False
+    #: True for methods that may need ``observe`` calls (the loop installs hooks for them);
+    #: ``wants_observations`` says whether they need them right now.
+    observes: bool = False
+    #: True if ``prune_bias`` masks the bias (structured methods).
+    masks_bias: bool = False
 
     def __init__(self, config: PruningConfig, weight_shape: torch.Size, layer_type: str) -> None:
         super().__init__()
@@ -158,8 +168,25 @@ class PruningMethod(nn.Module):
     def on_finetuning_start(self, weight: torch.Tensor) -> None:
         self.set_stage(Stage.FINETUNING)
 
+    @property
+    def wants_observations(self) -> bool:
+        return False
+
     def observe(self, inputs: torch.Tensor, outputs: torch.Tensor) -> None:
-        pass
+        """Statistics of one training batch: the layer's input and output tensors."""
+
+    def prune_bias(self, bias: torch.Tensor) -> torch.Tensor:
+        """The bias with removed output units zeroed (structured methods)."""
+        return bias
+
+    def bind(self, layer: nn.Module) -> None:
+        """Called once by the layer factory with the PQ layer this method prunes (read facts
+        such as the number of convolution groups; do not keep the layer)."""
+
+    @classmethod
+    def plan_budget(cls, layers: list[tuple[PruningMethod, torch.Tensor]]) -> None:
+        """Cross-layer planning at the end of pretraining, given ``(method, weight)`` pairs of
+        every layer this class prunes (e.g. a global magnitude budget)."""
 
     # ------------------------------------------------------------------ reporting
     def target_sparsity(self) -> float | None:

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from pquant.config.checks import check_range
 from pquant.pruning.base import EpochInfo, PruningConfig, PruningMethod, Stage
 from pquant.pruning.select import midpoint_threshold
+from pquant.pruning.thresholds import global_magnitude_budget
 
 
 #: Bound on the mask logits (see :meth:`PDP.soft_mask`).
@@ -42,6 +43,9 @@ class PDPConfig(PruningConfig):
     sparsity: float = 0.8  #: fraction of weights (or units) to remove in every pruned layer
     temperature: float = 1.0e-5  #: softness of the mask
     structured_pruning: bool = False  #: prune whole output units / filters
+    #: one magnitude threshold over all pruned layers at the end of pretraining: layers with many
+    #: small weights get more sparsity (the reference's behaviour); false: ``sparsity`` per layer
+    global_budget: bool = False
 
     def validate(self, path: str = "pruning") -> None:
         super().validate(path)
@@ -52,7 +56,7 @@ class PDPConfig(PruningConfig):
     def epochs_to_target(self) -> int:
         return math.ceil(1.0 / self.epsilon - 1e-9)
 
-    def schedule_warnings(self, training) -> list[str]:
+    def schedule_warnings(self, training, batches_per_epoch: int | None = None) -> list[str]:
         if not self.enable_pruning or self.sparsity == 0:
             return []
         needed = self.epochs_to_target()
@@ -69,8 +73,8 @@ class PDPConfig(PruningConfig):
 
 
 class PDP(PruningMethod):
-    """Per-layer PDP mask. Buffers: ``mask`` (weight shape, or ``(O, 1, ...)`` if structured) and
-    ``ratio`` (the fraction currently targeted)."""
+    """Per-layer PDP mask. Buffers: ``mask`` (weight shape, or ``(O, 1, ...)`` if structured),
+    ``ratio`` (the fraction currently targeted) and ``target`` (the layer's final fraction)."""
 
     def __init__(self, config: PDPConfig, weight_shape, layer_type: str) -> None:
         super().__init__(config, weight_shape, layer_type)
@@ -79,8 +83,18 @@ class PDP(PruningMethod):
             shape = (shape[0],) + (1,) * (len(shape) - 1)
         self.register_buffer("mask", torch.ones(shape))
         self.register_buffer("ratio", torch.tensor(0.0))
+        self.register_buffer("target", torch.tensor(float(config.sparsity)))
         self._ratio = 0.0
+        self._target = float(config.sparsity)
         self.register_load_state_dict_post_hook(_refresh_ratio)
+        self.masks_bias = config.structured_pruning
+
+    def prune_bias(self, bias: torch.Tensor) -> torch.Tensor:
+        """Structured: a removed unit's bias goes too (the reference keeps emitting it)."""
+        if self.stage is Stage.PRETRAINING:
+            return bias
+        # the stored mask (refreshed at every epoch end, binary once fine-tuning starts)
+        return bias * (self.mask.flatten(1)[:, 0] >= 0.5).to(bias.dtype)
 
     # ------------------------------------------------------------------ scores and masks
     def _scores(self, weight: torch.Tensor) -> torch.Tensor:
@@ -141,7 +155,7 @@ class PDP(PruningMethod):
 
     def on_epoch_start(self, info: EpochInfo) -> None:
         if info.stage is Stage.TRAINING:
-            self._set_ratio(min(1.0, self.config.epsilon * (info.epoch + 1)) * self.config.sparsity)
+            self._set_ratio(min(1.0, self.config.epsilon * (info.epoch + 1)) * self._target)
 
     def on_epoch_end(self, info: EpochInfo, weight: torch.Tensor) -> None:
         if info.stage is Stage.TRAINING:
@@ -156,7 +170,22 @@ class PDP(PruningMethod):
         super().on_finetuning_start(weight)
 
     def target_sparsity(self) -> float:
-        return float(self.config.sparsity)
+        return float(self._target)
+
+    @classmethod
+    def plan_budget(cls, layers) -> None:
+        """``global_budget``: per-layer targets from one magnitude threshold over the layers."""
+        budgeted = [(m, w) for m, w in layers if m.config.global_budget
+                    and not m.config.structured_pruning]
+        if not budgeted:
+            return
+        ratios = global_magnitude_budget([w for _, w in budgeted], budgeted[0][0].config.sparsity)
+        for (method, _), ratio in zip(budgeted, ratios):
+            method._set_target(ratio)
+
+    def _set_target(self, value: float) -> None:
+        self._target = float(value)
+        self.target.fill_(self._target)
 
     def extra_repr(self) -> str:
         kind = "structured" if self.config.structured_pruning else "unstructured"
@@ -187,3 +216,4 @@ class _SoftMaskedWeight(torch.autograd.Function):
 
 def _refresh_ratio(module, _incompatible_keys) -> None:
     module._ratio = float(module.ratio)
+    module._target = float(module.target)

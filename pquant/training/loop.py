@@ -180,13 +180,46 @@ class _Trainer:
         self._event("rewind")
 
     # ------------------------------------------------------------------ schedule
+    def _install_observers(self) -> list:
+        handles = []
+        for layer in self.layers:
+            method = layer.pruning
+            if not method.observes:
+                continue
+
+            def hook(module, args, output, method=method):
+                if module.training and method.stage is Stage.TRAINING \
+                        and method.wants_observations:
+                    with torch.no_grad():
+                        method.observe(args[0].detach(), output.detach())
+
+            handles.append(layer.register_forward_hook(hook))
+        return handles
+
     def run(self) -> TrainResult:
+        handles = self._install_observers()
+        try:
+            return self._run()
+        finally:
+            for h in handles:
+                h.remove()
+
+    def _run(self) -> TrainResult:
         t = self.s.training
-        for message in self.s.pruning.schedule_warnings(t):
+        try:
+            batches = len(self.train_loader)
+        except TypeError:
+            batches = None
+        for message in self.s.pruning.schedule_warnings(t, batches_per_epoch=batches):
             log.warning(message)
             self.result.warnings.append(message)
         self.model.to(self.device)
         self._stage(Stage.PRETRAINING, t.pretraining_epochs)
+        by_class: dict[type, list] = {}
+        for layer in self.layers:
+            by_class.setdefault(type(layer.pruning), []).append((layer.pruning, layer.weight))
+        for cls, pairs in by_class.items():
+            cls.plan_budget(pairs)
         for layer in self.layers:
             layer.pruning.on_pretraining_end()
         self._event("on_pretraining_end")
