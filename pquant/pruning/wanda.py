@@ -11,7 +11,8 @@ for one of them). The mask is then computed once, at the next forward, and kept 
 training and fine-tuning:
 
 * unstructured: in every output row, the ``sparsity`` fraction with the lowest scores is removed
-  (the paper's per-output comparison group);
+  (the paper's per-output comparison group; the layer total is exact, leftover single removals go
+  to the rows where the next score is smallest);
 * N:M (``N`` and ``M`` set): in every group of ``M`` consecutive weights of a row, the ``N``
   highest-scoring weights are kept (the usual N:M notation, e.g. 2:4);
 * ``calculate_pruning_budget``: the per-layer sparsity comes from one global magnitude threshold
@@ -156,10 +157,17 @@ class Wanda(PruningMethod):
             keep = groups.topk(n, dim=-1).indices
             mask.view(rows, length // m, m).scatter_(-1, keep, 1.0)
         else:
-            n_keep = length - min(int(round(self._target * length)), length)
-            if n_keep > 0:
-                keep = scores.topk(n_keep, dim=1).indices
-                mask.scatter_(1, keep, 1.0)
+            # the layer removes round(target * numel) weights exactly: floor per row, and the
+            # remainder goes to the rows whose next-weakest score is smallest
+            total = min(int(round(self._target * rows * length)), rows * length)
+            base, extra = divmod(total, rows)
+            order = scores.sort(dim=1)
+            n_prune = torch.full((rows,), base, dtype=torch.long, device=scores.device)
+            if extra and base < length:
+                n_prune[order.values[:, base].topk(extra, largest=False).indices] += 1
+            ranks = torch.arange(length, device=scores.device).expand(rows, length)
+            keep_sorted = (ranks >= n_prune[:, None]).to(mask.dtype)
+            mask.scatter_(1, order.indices, keep_sorted)
         return mask.view_as(w)
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,204 @@
+"""``python -m pquant.compare``: a Markdown table and an accuracy-vs-EBOPs plot of MLflow runs.
+
+Reads the finished runs of one experiment (optionally only the children of one sweep's parent
+run), groups them (by default by pruning method; repeated seeds are averaged), and writes
+``comparison.md`` and ``comparison.png`` -- accuracy against EBOPs on a log axis, one colour per
+pruning method, the Pareto front (most accurate for the fewest EBOPs) highlighted.
+
+Example::
+
+    python -m pquant.compare --experiment pquant --out outputs/compare
+    python -m pquant.compare --experiment sweeps --parent <run id> --group-by pruning,quantization
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import statistics
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+METRICS = ("test/accuracy", "val/accuracy", "sparsity/global", "bits/weight/mean",
+           "bits/activation/mean", "ebops/total")
+
+
+@dataclass
+class Row:
+    """One group of runs (e.g. one pruning method over several seeds)."""
+
+    key: tuple[str, ...]
+    runs: list[dict] = field(default_factory=list)
+
+    def values(self, metric: str) -> list[float]:
+        return [r[metric] for r in self.runs if metric in r and not math.isnan(r[metric])]
+
+    def mean(self, metric: str) -> float:
+        v = self.values(metric)
+        return statistics.fmean(v) if v else float("nan")
+
+    def std(self, metric: str) -> float:
+        v = self.values(metric)
+        return statistics.stdev(v) if len(v) > 1 else 0.0
+
+
+def load_runs(experiment: str, tracking_uri: str | None = None, parent: str | None = None
+              ) -> list[dict]:
+    """Finished runs as flat dicts: metrics, ``choice.*`` tags, ``seed``, ``run_id``."""
+    from mlflow.tracking import MlflowClient
+
+    from pquant.tracking.mlflow_tracker import default_uri
+
+    client = MlflowClient(tracking_uri=tracking_uri or default_uri())
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        raise SystemExit(f"no MLflow experiment named {experiment!r} at "
+                         f"{tracking_uri or default_uri()}")
+    query = "attributes.status = 'FINISHED'"
+    if parent:
+        query += f" and tags.mlflow.parentRunId = '{parent}'"
+    runs = []
+    token = None
+    while True:
+        page = client.search_runs([exp.experiment_id], filter_string=query, max_results=1000,
+                                  page_token=token)
+        for run in page:
+            if run.data.tags.get("pquant.kind") == "sweep":
+                continue
+            flat = dict(run.data.metrics)
+            flat.update({k: v for k, v in run.data.tags.items() if k.startswith("choice.")})
+            flat["seed"] = run.data.params.get("seed", "")
+            flat["run_id"] = run.info.run_id
+            runs.append(flat)
+        token = page.token
+        if not token:
+            break
+    return runs
+
+
+def group_runs(runs: list[dict], by: list[str]) -> list[Row]:
+    rows: dict[tuple[str, ...], Row] = {}
+    for run in runs:
+        key = tuple(str(run.get(f"choice.{b}", run.get(b, "?"))) for b in by)
+        rows.setdefault(key, Row(key)).runs.append(run)
+    return sorted(rows.values(), key=lambda r: r.key)
+
+
+def pareto(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points not dominated in (fewer EBOPs, higher accuracy)."""
+    front = []
+    for i, (e, a) in enumerate(points):
+        dominated = any((e2 <= e and a2 >= a) and (e2 < e or a2 > a)
+                        for j, (e2, a2) in enumerate(points) if j != i)
+        if not dominated and not (math.isnan(e) or math.isnan(a)):
+            front.append(i)
+    return front
+
+
+def _accuracy_metric(rows: list[Row]) -> str:
+    return "test/accuracy" if any(r.values("test/accuracy") for r in rows) else "val/accuracy"
+
+
+def markdown_table(rows: list[Row], by: list[str]) -> str:
+    acc = _accuracy_metric(rows)
+    front = set(pareto([(r.mean("ebops/total"), r.mean(acc)) for r in rows]))
+    head = [*by, "runs", acc, "sparsity", "weight bits", "activation bits", "EBOPs", "Pareto"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for i, r in enumerate(rows):
+        def cell(metric, fmt):
+            m = r.mean(metric)
+            if math.isnan(m):
+                return "-"
+            text = format(m, fmt)
+            return text + (f" ± {format(r.std(metric), fmt)}" if len(r.values(metric)) > 1
+                           else "")
+
+        lines.append("| " + " | ".join([*r.key, str(len(r.runs)), cell(acc, ".4f"),
+                                         cell("sparsity/global", ".3f"),
+                                         cell("bits/weight/mean", ".2f"),
+                                         cell("bits/activation/mean", ".2f"),
+                                         cell("ebops/total", ".4g"),
+                                         "yes" if i in front else ""]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[Row], runs_by_row: bool, path: Path, title: str) -> None:
+    """Accuracy vs EBOPs (log), one colour per first grouping key, Pareto front drawn."""
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    acc = _accuracy_metric(rows)
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    colours = plt.get_cmap("tab10")
+    labels = sorted({r.key[0] for r in rows})
+    for r in rows:
+        colour = colours(labels.index(r.key[0]) % 10)
+        if runs_by_row:
+            ax.scatter([x["ebops/total"] for x in r.runs if "ebops/total" in x],
+                       [x.get(acc, float("nan")) for x in r.runs if "ebops/total" in x],
+                       color=colour, alpha=0.35, s=18)
+        ax.errorbar(r.mean("ebops/total"), r.mean(acc), yerr=r.std(acc), fmt="o",
+                    color=colour, ms=8, capsize=3, label=" / ".join(r.key))
+    points = [(r.mean("ebops/total"), r.mean(acc)) for r in rows]
+    front = sorted((points[i] for i in pareto(points)), key=lambda p: p[0])
+    if front:
+        ax.plot([p[0] for p in front], [p[1] for p in front], "k--", lw=1.2,
+                label="Pareto front")
+        ax.scatter([p[0] for p in front], [p[1] for p in front], s=160, facecolors="none",
+                   edgecolors="k", linewidths=1.4)
+    ax.set_xscale("log")
+    ax.set_xlabel("EBOPs per sample (log)")
+    ax.set_ylabel(acc)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def compare(experiment: str, out: str | Path, *, tracking_uri: str | None = None,
+            parent: str | None = None, group_by: str = "pruning") -> tuple[Path, Path]:
+    """Write ``comparison.md`` and ``comparison.png`` for an experiment; return their paths."""
+    by = [b.strip() for b in group_by.split(",") if b.strip()]
+    runs = load_runs(experiment, tracking_uri, parent)
+    if not runs:
+        raise SystemExit(f"experiment {experiment!r} has no finished runs to compare")
+    rows = group_runs(runs, by)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    table = out / "comparison.md"
+    table.write_text(f"Experiment `{experiment}`: {len(runs)} finished runs, grouped by "
+                     f"{', '.join(by)} (mean ± std over the runs of a group).\n\n"
+                     + markdown_table(rows, by))
+    image = out / "comparison.png"
+    plot(rows, any(len(r.runs) > 1 for r in rows), image, f"{experiment}: accuracy vs EBOPs")
+    return table, image
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pquant.compare", description=__doc__
+                                     .splitlines()[0])
+    parser.add_argument("--experiment", default="pquant", help="MLflow experiment name")
+    parser.add_argument("--tracking-uri", default=None,
+                        help="default: $MLFLOW_TRACKING_URI or sqlite:///./outputs/mlflow.db")
+    parser.add_argument("--parent", default=None, help="only children of this (sweep) run id")
+    parser.add_argument("--group-by", default="pruning",
+                        help="comma-separated config groups, e.g. pruning,quantization")
+    parser.add_argument("--out", default="outputs/compare", help="output directory")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    table, image = compare(args.experiment, args.out, tracking_uri=args.tracking_uri,
+                           parent=args.parent, group_by=args.group_by)
+    sys.stdout.write(table.read_text())
+    sys.stdout.write(f"\ntable: {table}\nplot:  {image}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,47 @@
+"""The comparison table and plot, from a tiny MLflow store."""
+
+from __future__ import annotations
+
+import pytest
+
+from pquant.compare import compare, pareto
+
+
+def test_pareto_front():
+    points = [(100.0, 0.9), (50.0, 0.9), (200.0, 0.95), (60.0, 0.8), (50.0, 0.85)]
+    assert sorted(pareto(points)) == [1, 2]
+
+
+@pytest.fixture
+def store(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("cmp", artifact_location=(tmp_path / "art").as_uri())
+    values = {"pdp": [(0.95, 1000.0), (0.96, 1100.0)], "wanda": [(0.93, 500.0)],
+              "cs": [(0.90, 2000.0)]}
+    for method, results in values.items():
+        for seed, (acc, ebops) in enumerate(results):
+            run = client.create_run(exp, tags={"choice.pruning": method})
+            client.log_param(run.info.run_id, "seed", str(seed))
+            for key, value in (("test/accuracy", acc), ("ebops/total", ebops),
+                               ("sparsity/global", 0.8), ("bits/weight/mean", 8.0)):
+                client.log_metric(run.info.run_id, key, value)
+            client.set_terminated(run.info.run_id, "FINISHED")
+    failed = client.create_run(exp, tags={"choice.pruning": "dst"})
+    client.set_terminated(failed.info.run_id, "FAILED")
+    return uri
+
+
+def test_compare_writes_table_and_plot(store, tmp_path):
+    table, image = compare("cmp", tmp_path / "out", tracking_uri=store)
+    text = table.read_text()
+    assert "| pruning | runs | test/accuracy" in text
+    assert "| pdp | 2 | 0.9550 ± 0.0071" in text
+    assert "dst" not in text  # failed runs are left out
+    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("|")}
+    assert rows["wanda"].rstrip().endswith("yes |") and rows["pdp"].rstrip().endswith("yes |")
+    assert not rows["cs"].rstrip().endswith("yes |")
+    assert image.stat().st_size > 10_000
+    assert image.read_bytes()[:4] == b"\x89PNG"
