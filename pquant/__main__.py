@@ -12,11 +12,11 @@ from pquant.config.store import register_configs
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
-def main(cfg: DictConfig) -> float:
+def main(cfg: DictConfig) -> dict:
+    """One run; returns its report (sweepers read their objectives from it)."""
     from pquant.runner import run
 
-    report = run(cfg)
-    return report["val/accuracy"]
+    return run(cfg)
 
 
 def cli() -> None:

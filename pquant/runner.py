@@ -130,6 +130,7 @@ def run(cfg: DictConfig, output_dir: str | None = None) -> dict[str, Any]:
                     "quantization.hgq_beta (EBOPs) and/or quantization.hgq_gamma (widths)")
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     tags = {f"choice.{k}": v for k, v in choices.items()}
+    tags.update(tracker.tags)
     tags["pquant.kind"] = "job" if hydra_run.sweep_dir else "run"
     if hydra_run.job_num is not None:
         tags["pquant.job_num"] = str(hydra_run.job_num)

@@ -226,6 +226,7 @@ class TrackingConfig:
     uri: Optional[str] = None
     run_name: Optional[str] = None
     log_model: bool = True  #: log the final state dict as an artifact
+    tags: Dict[str, str] = field(default_factory=dict)  #: extra tags for every run
 
     def validate(self, path: str = "tracking") -> None:
         if not self.experiment_name:

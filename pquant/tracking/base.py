@@ -22,16 +22,19 @@ class Tracker:
         uri: tracking URI; None lets the implementation choose.
         run_name: display name of runs (None: the caller's default).
         log_model: whether to store the final state dict as an artifact.
+        tags: extra tags for every run (``tracking.tags``; sweeps add the trial number).
     """
 
     enabled = False
 
     def __init__(self, experiment_name: str = "pquant", uri: str | None = None,
-                 run_name: str | None = None, log_model: bool = True) -> None:
+                 run_name: str | None = None, log_model: bool = True,
+                 tags: Mapping[str, str] | None = None) -> None:
         self.experiment_name = experiment_name
         self.uri = uri
         self.run_name = run_name
         self.log_model = log_model
+        self.tags = {str(k): str(v) for k, v in (tags or {}).items()}
 
     # ------------------------------------------------------------------ single run
     def start(self, *, run_name: str, params: Mapping[str, str], tags: Mapping[str, str],
@@ -56,6 +59,9 @@ class Tracker:
         return None
 
     def end_parent(self, run_id: str, status: str = "FINISHED") -> None:
+        pass
+
+    def reopen_parent(self, run_id: str) -> None:
         pass
 
     # ------------------------------------------------------------------ safety

@@ -37,6 +37,9 @@ class SweepTrackingCallback(Callback):
         self._run_id: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweeper = str(OmegaConf.select(config, "hydra.sweeper._target_", default=""))
+        if "pquant_optuna_sweeper" in sweeper:
+            return  # the Optuna sweeper keeps one parent run per study itself
         tracker = instantiate(config.tracking)
         if not tracker.enabled:
             return

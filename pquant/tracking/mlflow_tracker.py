@@ -16,12 +16,22 @@ MAX_PARAM_VALUE = 6000
 FLUSH_SECONDS = 2.0
 
 
-def default_uri(start_dir: str | Path | None = None) -> str:
-    """``$MLFLOW_TRACKING_URI`` if set, else an absolute sqlite store in ``<start_dir>/outputs``."""
+def start_dir() -> Path:
+    """The directory the command was started from (Hydra 1.3 with ``chdir: false`` keeps it)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return Path(HydraConfig.get().runtime.cwd).resolve()
+    except ValueError:
+        return Path(os.getcwd()).resolve()
+
+
+def default_uri(directory: str | Path | None = None) -> str:
+    """``$MLFLOW_TRACKING_URI`` if set, else an absolute sqlite store in ``<start dir>/outputs``."""
     env = os.environ.get("MLFLOW_TRACKING_URI")
     if env:
         return env
-    base = Path(start_dir or os.getcwd()).resolve() / "outputs"
+    base = Path(directory or start_dir()).resolve() / "outputs"
     return f"sqlite:///{base / 'mlflow.db'}"
 
 
@@ -42,8 +52,9 @@ class MlflowTracker(Tracker):
     enabled = True
 
     def __init__(self, experiment_name: str = "pquant", uri: str | None = None,
-                 run_name: str | None = None, log_model: bool = True) -> None:
-        super().__init__(experiment_name, uri, run_name, log_model)
+                 run_name: str | None = None, log_model: bool = True,
+                 tags: Mapping[str, str] | None = None) -> None:
+        super().__init__(experiment_name, uri, run_name, log_model, tags)
         self.tracking_uri = uri or default_uri()
         self._client = None
         self.run_id: str | None = None
@@ -141,3 +152,6 @@ class MlflowTracker(Tracker):
 
     def end_parent(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status)
+
+    def reopen_parent(self, run_id: str) -> None:
+        self.client.update_run(run_id, status="RUNNING")

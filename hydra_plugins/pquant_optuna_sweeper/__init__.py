@@ -1,0 +1,1 @@
+"""pquant's Hydra sweeper on current Optuna (``hydra/sweeper=optuna``)."""

@@ -1,0 +1,66 @@
+"""Config of the ``optuna`` sweeper and its samplers (stored in Hydra's ConfigStore).
+
+This module is imported by Hydra's plugin scan at every start: it must stay light (no optuna
+import) and must not use ``from __future__ import annotations`` (Hydra reads the dataclasses).
+"""
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+
+
+@dataclass
+class SamplerConf:
+    _target_: str = "optuna.samplers.TPESampler"
+    _partial_: bool = True
+    seed: Optional[int] = None
+
+
+@dataclass
+class OptunaSweeperConf:
+    """``hydra/sweeper=optuna``.
+
+    Attributes:
+        sampler: an Optuna sampler (group ``hydra/sweeper/sampler``: tpe, random, grid, nsgaii,
+            cmaes), or any ``_target_``.
+        objectives: ``"<metric of the run's report>:<maximize|minimize>"`` entries; two or more
+            make a multi-objective study (Pareto front). On the command line:
+            ``hydra.sweeper.objectives=[val/accuracy:maximize,ebops/total:minimize]``.
+        study_name: default ``finetuning.experiment_name``.
+        storage: an RDB URL (``sqlite:///...``, ``postgresql://...``) or a journal file path;
+            default ``<start dir>/outputs/optuna/<study>.journal``.
+        n_trials: trials this invocation runs (default ``finetuning.num_trials``, else 20).
+        max_trials: optional cap on the study's total trials (all workers and reruns together).
+        n_jobs: trials launched together per batch (run in parallel by a parallel launcher).
+        max_failure_rate: fraction of ``n_trials`` allowed to fail (at least one) before the
+            sweep stops.
+        params: search space as overrides, e.g. ``{pruning.sparsity: interval(0.5, 0.95)}``.
+    """
+
+    _target_: str = "hydra_plugins.pquant_optuna_sweeper.sweeper.PQuantOptunaSweeper"
+    defaults: List[Any] = field(default_factory=lambda: [{"sampler": "tpe"}])
+    sampler: Any = None
+    objectives: List[str] = field(default_factory=lambda: ["val/accuracy:maximize"])
+    study_name: Optional[str] = None
+    storage: Optional[str] = None
+    n_trials: Optional[int] = None
+    max_trials: Optional[int] = None
+    n_jobs: int = 1
+    max_failure_rate: float = 0.25
+    params: Dict[str, str] = field(default_factory=dict)
+
+
+_SAMPLERS = {
+    "tpe": "optuna.samplers.TPESampler",
+    "random": "optuna.samplers.RandomSampler",
+    "grid": "optuna.samplers.GridSampler",
+    "nsgaii": "optuna.samplers.NSGAIISampler",
+    "cmaes": "optuna.samplers.CmaEsSampler",
+}
+
+_cs = ConfigStore.instance()
+_cs.store(group="hydra/sweeper", name="optuna", node=OptunaSweeperConf, provider="pquant")
+for _name, _target in _SAMPLERS.items():
+    _cs.store(group="hydra/sweeper/sampler", name=_name, node=SamplerConf(_target_=_target),
+              provider="pquant")

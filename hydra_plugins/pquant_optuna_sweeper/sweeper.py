@@ -1,0 +1,238 @@
+"""The sweeper: asks Optuna for trials, launches them through Hydra, tells the results.
+
+Imported by Hydra's plugin scan at every start: optuna is imported only when a sweep runs, and
+there is no ``from __future__ import annotations`` here.
+"""
+
+import functools
+import json
+import logging
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from hydra.core.plugins import Plugins
+from hydra.errors import CompactHydraException
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+RESULTS_FILE = "optimization_results.yaml"
+
+
+class StudyFailed(CompactHydraException):
+    """Too many trials failed: the sweep stopped."""
+
+
+def _parse_objectives(entries) -> Dict[str, str]:
+    """``["val/accuracy:maximize", ...]`` (or a mapping) -> ``{metric: direction}``."""
+    if hasattr(entries, "items"):
+        pairs = [(str(k), str(v)) for k, v in entries.items()]
+    else:
+        pairs = []
+        for entry in entries:
+            metric, sep, direction = str(entry).rpartition(":")
+            if not sep:
+                metric, direction = direction, "maximize"
+            pairs.append((metric, direction))
+    for metric, direction in pairs:
+        if direction not in ("maximize", "minimize") or not metric:
+            raise CompactHydraException(
+                f"hydra.sweeper.objectives entries must be '<metric>:maximize' or "
+                f"'<metric>:minimize', got {metric}:{direction}")
+    return dict(pairs)
+
+
+class PQuantOptunaSweeper(Sweeper):
+    def __init__(self, sampler: Any = None, objectives: Optional[List[str]] = None,
+                 study_name: Optional[str] = None, storage: Optional[str] = None,
+                 n_trials: Optional[int] = None, max_trials: Optional[int] = None,
+                 n_jobs: int = 1, max_failure_rate: float = 0.25,
+                 params: Optional[Dict[str, str]] = None) -> None:
+        self.sampler = sampler
+        self.objectives = _parse_objectives(objectives or ["val/accuracy:maximize"])
+        self.study_name = study_name
+        self.storage = storage
+        self.n_trials = n_trials
+        self.max_trials = max_trials
+        self.n_jobs = max(1, int(n_jobs))
+        self.max_failure_rate = float(max_failure_rate)
+        self.params = dict(params or {})
+        self.config: Optional[DictConfig] = None
+        self.launcher = None
+        self.job_idx = 0
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
+              config: DictConfig) -> None:
+        self.config = config
+        self.hydra_context = hydra_context
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config)
+
+    # ------------------------------------------------------------------ pieces
+    def _directions(self) -> List[str]:
+        return list(self.objectives.values())
+
+    def _storage(self, study_name: str):
+        import optuna
+
+        from pquant.tracking.mlflow_tracker import start_dir
+
+        target = self.storage
+        if target is None:
+            target = str(Path(start_dir()) / "outputs" / "optuna" / f"{study_name}.journal")
+        if "://" in target:
+            if target.startswith("sqlite:///"):
+                Path(target[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+            return optuna.storages.RDBStorage(target), target
+        path = Path(target)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        backend = optuna.storages.journal.JournalFileBackend(str(path))
+        return optuna.storages.JournalStorage(backend), str(path)
+
+    def _sampler(self, space):
+        """The sampler: ``hydra/sweeper/sampler`` (tpe by default), or the reference block's
+        ``finetuning.sampler.type``/``params`` when only that one was changed."""
+        import optuna
+
+        finetuning = self.config.get("finetuning") or {}
+        spec = finetuning.get("sampler") or {}
+        kind, params = spec.get("type", "TPESampler"), dict(spec.get("params") or {})
+        if not hasattr(optuna.samplers, kind):
+            raise CompactHydraException(
+                f"finetuning.sampler.type must name a sampler of optuna.samplers, got {kind!r}")
+        sampler = self.sampler
+        func = getattr(sampler, "func", None)
+        hydra_default = sampler is None or (
+            func is optuna.samplers.TPESampler and not any(sampler.keywords.values()))
+        reference_default = kind == "TPESampler" and not params
+        if hydra_default and not reference_default:
+            sampler = functools.partial(getattr(optuna.samplers, kind), **params)
+        elif not hydra_default and not reference_default and func is not None \
+                and func is not getattr(optuna.samplers, kind):
+            raise CompactHydraException(
+                f"two samplers were asked for: hydra/sweeper/sampler ({func.__name__}) and "
+                f"finetuning.sampler.type ({kind}); set one of them")
+        if sampler is None:
+            sampler = functools.partial(optuna.samplers.TPESampler)
+        if isinstance(sampler, functools.partial):
+            if sampler.func is optuna.samplers.GridSampler:
+                from pquant.hpo.grid import grid_space
+
+                return sampler(search_space=grid_space(space))
+            return sampler()
+        return sampler
+
+    def _tracker(self):
+        from hydra.utils import instantiate
+
+        tracking = self.config.get("tracking")
+        return instantiate(tracking) if tracking is not None else None
+
+    def _parent_run(self, study, study_name: str, sweep_dir: Path) -> Optional[str]:
+        """One MLflow parent run per study, shared by every worker and rerun."""
+        tracker = self._tracker()
+        if tracker is None or not tracker.enabled:
+            return None
+        run_id = study.user_attrs.get("mlflow_parent_run_id")
+        if run_id is None:
+            run_id = tracker.start_parent(run_name=f"study {study_name}", tags={
+                "pquant.kind": "sweep", "optuna.study": study_name,
+                "pquant.sweep_dir": str(sweep_dir.resolve())})
+            study.set_user_attr("mlflow_parent_run_id", run_id)
+        else:
+            tracker.reopen_parent(run_id)
+        (sweep_dir / "tracking_parent.json").write_text(json.dumps({"run_id": run_id}))
+        self._parent = (tracker, run_id)
+        return run_id
+
+    def _end_parent(self, status: str) -> None:
+        parent = getattr(self, "_parent", None)
+        if parent is not None:
+            parent[0].end_parent(parent[1], status)
+
+    # ------------------------------------------------------------------ sweep
+    def sweep(self, arguments: List[str]) -> Any:
+        import optuna
+
+        from pquant.hpo.results import objective_values, write_results
+        from pquant.hpo.space import (reference_search_space, serialize,
+                                      split_search_space, trial_overrides)
+
+        assert self.config is not None and self.launcher is not None
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        finetuning = self.config.get("finetuning") or {}
+        space, fixed = split_search_space(
+            [f"{k}={v}" for k, v in self.params.items()] + list(arguments))
+        space = {**reference_search_space(finetuning, self.config), **space}
+        if not space:
+            raise CompactHydraException(
+                "the optuna sweeper needs a search space: give sweep overrides such as "
+                "'pruning.sparsity=interval(0.5,0.95)', hydra.sweeper.params, or "
+                "finetuning.hyperparameter_search (e.g. finetuning=pdp_sparsity)")
+        directions = self._directions()
+        study_name = self.study_name or finetuning.get("experiment_name") or "pquant"
+        storage, where = self._storage(study_name)
+        study = optuna.create_study(study_name=study_name, storage=storage,
+                                    sampler=self._sampler(space), directions=directions,
+                                    load_if_exists=True)
+        if [d.name.lower() for d in study.directions] != directions:
+            raise CompactHydraException(
+                f"study {study_name!r} in {where} was created with directions "
+                f"{[d.name.lower() for d in study.directions]}, not {directions}; use another "
+                "hydra.sweeper.study_name or storage")
+        self._parent_run(study, study_name, sweep_dir)
+        n_trials = int(self.n_trials or finetuning.get("num_trials") or 20)
+        allowed_failures = max(1, int(self.max_failure_rate * n_trials))
+        log.info("study %r (%s): %d trials, %s, search space %s", study_name, where, n_trials,
+                 dict(self.objectives), {k: repr(v) for k, v in space.items()})
+        launched = failed = 0
+        last_error: Optional[BaseException] = None
+        returns = []
+        try:
+            while launched < n_trials:
+                batch = min(self.n_jobs, n_trials - launched)
+                if self.max_trials is not None:
+                    left = self.max_trials - len(study.get_trials(deepcopy=False))
+                    if left <= 0:
+                        log.info("study %r reached max_trials=%d", study_name, self.max_trials)
+                        break
+                    batch = min(batch, left)
+                trials = [study.ask(space) for _ in range(batch)]
+                jobs = [fixed + trial_overrides(t.params)
+                        + [f"++tracking.tags.optuna_trial={t.number}",
+                           f"++tracking.tags.optuna_study={serialize(study_name)}"]
+                        for t in trials]
+                results = self.launcher.launch(jobs, initial_job_idx=self.job_idx)
+                self.job_idx += len(jobs)
+                launched += len(jobs)
+                for trial, result in zip(trials, results):
+                    try:
+                        values = objective_values(result.return_value, list(self.objectives))
+                        study.tell(trial, values)
+                    except Exception as exc:  # noqa: BLE001 - a failed trial is data
+                        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                        failed += 1
+                        last_error = exc
+                        log.warning("trial %d failed: %s", trial.number, exc)
+                returns.append(results)
+                write_results(study, sweep_dir / RESULTS_FILE, list(self.objectives))
+                if failed > allowed_failures:
+                    raise StudyFailed(
+                        f"optuna sweep stopped: {failed} of {launched} trials failed, more than "
+                        f"hydra.sweeper.max_failure_rate={self.max_failure_rate} of "
+                        f"{n_trials} trials allows ({allowed_failures}). Last error: "
+                        f"{type(last_error).__name__}: {last_error}")
+        except BaseException:
+            self._end_parent("FAILED")
+            raise
+        write_results(study, sweep_dir / RESULTS_FILE, list(self.objectives))
+        self._end_parent("FINISHED")
+        log.info("study %r: results in %s", study_name, sweep_dir / RESULTS_FILE)
+        return returns
+
+
+__all__ = ["PQuantOptunaSweeper", "StudyFailed"]
