@@ -27,12 +27,12 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from pquant.config.compose import load_config
-    from pquant.config.errors import ConfigError
-    from pquant.metrics.report import compression_report
-    from pquant.nn.finalize import finalize
-    from pquant.nn.replace import add_compression_layers
-    from pquant.training.loop import train_model
+    from pquant.config.compose import load_config  # noqa: F401
+    from pquant.config.errors import ConfigError  # noqa: F401
+    from pquant.metrics.report import compression_report  # noqa: F401
+    from pquant.nn.finalize import finalize  # noqa: F401
+    from pquant.nn.replace import add_compression_layers  # noqa: F401
+    from pquant.training.loop import train_model  # noqa: F401
 
 
 def __getattr__(name: str):

@@ -107,7 +107,7 @@ def markdown_table(rows: list[Row], by: list[str]) -> str:
     head = [*by, "runs", acc, "sparsity", "weight bits", "activation bits", "EBOPs", "Pareto"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for i, r in enumerate(rows):
-        def cell(metric, fmt):
+        def cell(metric, fmt, r=r):
             m = r.mean(metric)
             if math.isnan(m):
                 return "-"

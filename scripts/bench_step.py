@@ -21,7 +21,6 @@ import statistics
 import time
 
 import torch
-
 from hydra.utils import instantiate
 
 from pquant import add_compression_layers, load_config

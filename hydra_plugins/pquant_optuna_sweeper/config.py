@@ -5,7 +5,7 @@ import) and must not use ``from __future__ import annotations`` (Hydra reads the
 """
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 
@@ -39,16 +39,16 @@ class OptunaSweeperConf:
     """
 
     _target_: str = "hydra_plugins.pquant_optuna_sweeper.sweeper.PQuantOptunaSweeper"
-    defaults: List[Any] = field(default_factory=lambda: [{"sampler": "tpe"}])
+    defaults: list[Any] = field(default_factory=lambda: [{"sampler": "tpe"}])
     sampler: Any = None
-    objectives: List[str] = field(default_factory=lambda: ["val/accuracy:maximize"])
+    objectives: list[str] = field(default_factory=lambda: ["val/accuracy:maximize"])
     study_name: Optional[str] = None
     storage: Optional[str] = None
     n_trials: Optional[int] = None
     max_trials: Optional[int] = None
     n_jobs: int = 1
     max_failure_rate: float = 0.25
-    params: Dict[str, str] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
 
 
 _SAMPLERS = {

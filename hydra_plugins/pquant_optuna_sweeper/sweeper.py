@@ -8,7 +8,7 @@ import functools
 import json
 import logging
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Optional
 
 from hydra.core.plugins import Plugins
 from hydra.errors import CompactHydraException
@@ -25,7 +25,7 @@ class StudyFailed(CompactHydraException):
     """Too many trials failed: the sweep stopped."""
 
 
-def _parse_objectives(entries) -> Dict[str, str]:
+def _parse_objectives(entries) -> dict[str, str]:
     """``["val/accuracy:maximize", ...]`` (or a mapping) -> ``{metric: direction}``."""
     if hasattr(entries, "items"):
         pairs = [(str(k), str(v)) for k, v in entries.items()]
@@ -45,11 +45,11 @@ def _parse_objectives(entries) -> Dict[str, str]:
 
 
 class PQuantOptunaSweeper(Sweeper):
-    def __init__(self, sampler: Any = None, objectives: Optional[List[str]] = None,
+    def __init__(self, sampler: Any = None, objectives: Optional[list[str]] = None,
                  study_name: Optional[str] = None, storage: Optional[str] = None,
                  n_trials: Optional[int] = None, max_trials: Optional[int] = None,
                  n_jobs: int = 1, max_failure_rate: float = 0.25,
-                 params: Optional[Dict[str, str]] = None) -> None:
+                 params: Optional[dict[str, str]] = None) -> None:
         self.sampler = sampler
         self.objectives = _parse_objectives(objectives or ["val/accuracy:maximize"])
         self.study_name = study_name
@@ -71,7 +71,7 @@ class PQuantOptunaSweeper(Sweeper):
             hydra_context=hydra_context, task_function=task_function, config=config)
 
     # ------------------------------------------------------------------ pieces
-    def _directions(self) -> List[str]:
+    def _directions(self) -> list[str]:
         return list(self.objectives.values())
 
     def _storage(self, study_name: str):
@@ -153,12 +153,16 @@ class PQuantOptunaSweeper(Sweeper):
             parent[0].end_parent(parent[1], status)
 
     # ------------------------------------------------------------------ sweep
-    def sweep(self, arguments: List[str]) -> Any:
+    def sweep(self, arguments: list[str]) -> Any:
         import optuna
 
         from pquant.hpo.results import objective_values, write_results
-        from pquant.hpo.space import (reference_search_space, serialize,
-                                      split_search_space, trial_overrides)
+        from pquant.hpo.space import (
+            reference_search_space,
+            serialize,
+            split_search_space,
+            trial_overrides,
+        )
 
         assert self.config is not None and self.launcher is not None
         sweep_dir = Path(self.config.hydra.sweep.dir)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Dict, List, Optional
+from typing import Any, Optional
 
 from omegaconf import MISSING
 
@@ -30,11 +30,11 @@ Rewind = Enum(
 )
 
 
-def _adam() -> Dict[str, Any]:
+def _adam() -> dict[str, Any]:
     return {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1.0e-3, "foreach": True}
 
 
-def _cross_entropy() -> Dict[str, Any]:
+def _cross_entropy() -> dict[str, Any]:
     return {"_target_": "torch.nn.CrossEntropyLoss"}
 
 
@@ -101,7 +101,7 @@ class QuantizationConfig:
     enable_quantization: bool = True
     hgq_gamma: float = 0.0
     hgq_beta: float = 0.0
-    layer_specific: Dict[str, Any] = field(default_factory=dict)
+    layer_specific: dict[str, Any] = field(default_factory=dict)
     use_hgq: bool = False
     use_real_tanh: bool = False
     overflow_mode_data: OverflowMode = OverflowMode.SAT
@@ -170,7 +170,7 @@ class FitCompressConfig:
 
     enable_fitcompress: bool = False
     optimize_quantization: bool = True
-    quantization_schedule: List[float] = field(default_factory=lambda: [7.0, 4.0, 3.0, 2.0])
+    quantization_schedule: list[float] = field(default_factory=lambda: [7.0, 4.0, 3.0, 2.0])
     pruning_schedule: PruningSchedule = field(default_factory=PruningSchedule)
     compression_goal: float = 0.10
     optimize_pruning: bool = False
@@ -192,13 +192,13 @@ class FitCompressConfig:
 @dataclass
 class SamplerConfig:
     type: str = "TPESampler"
-    params: Dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class SearchSpaceConfig:
-    numerical: Dict[str, Any] = field(default_factory=dict)
-    categorical: Dict[str, Any] = field(default_factory=dict)
+    numerical: dict[str, Any] = field(default_factory=dict)
+    categorical: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -226,7 +226,7 @@ class TrackingConfig:
     uri: Optional[str] = None
     run_name: Optional[str] = None
     log_model: bool = True  #: log the final state dict as an artifact
-    tags: Dict[str, str] = field(default_factory=dict)  #: extra tags for every run
+    tags: dict[str, str] = field(default_factory=dict)  #: extra tags for every run
 
     def validate(self, path: str = "tracking") -> None:
         if not self.experiment_name:

@@ -7,8 +7,7 @@ from pquant.config.errors import ConfigError
 
 def grid_space(space: dict) -> dict[str, list]:
     """Every discrete distribution as its list of values; continuous ones are an error."""
-    from optuna.distributions import (CategoricalDistribution, FloatDistribution,
-                                      IntDistribution)
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     grid: dict[str, list] = {}
     for name, dist in space.items():

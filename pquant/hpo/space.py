@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterable, Mapping
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import (ChoiceSweep, IntervalSweep, Override, RangeSweep)
+from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
 
 from pquant.config.errors import ConfigError
 
@@ -30,8 +30,7 @@ _PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_./\-]*$")
 
 def distribution_for(override: Override):
     """The Optuna distribution of one sweep override (raises ConfigError if it has none)."""
-    from optuna.distributions import (CategoricalDistribution, FloatDistribution,
-                                      IntDistribution)
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     name = override.key_or_group
     value = override.value()
@@ -140,8 +139,7 @@ def resolve_name(name: str, config) -> str:
 def reference_search_space(finetuning, config) -> dict:
     """Distributions from the reference's block: ``numerical: {name: [low, high(, step)]}`` --
     float if any bound is a float, else int -- and ``categorical: {name: [choices]}``."""
-    from optuna.distributions import (CategoricalDistribution, FloatDistribution,
-                                      IntDistribution)
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     space: dict = {}
     search = finetuning.get("hyperparameter_search") or {}

@@ -8,8 +8,7 @@ import torch
 from torch import nn
 
 from pquant.metrics.ebops import conv_cost, linear_cost
-from pquant.metrics.layers import (FLOAT_BITS, PLAIN_WEIGHT_LAYERS, own_parameters,
-                                   weight_layers)
+from pquant.metrics.layers import FLOAT_BITS, PLAIN_WEIGHT_LAYERS, own_parameters, weight_layers
 from pquant.metrics.sparsity import sparsity_metrics
 from pquant.nn.base import PQModule
 

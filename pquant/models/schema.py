@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List
 
 
 @dataclass
@@ -11,7 +10,7 @@ class MLPConfig:
     """Fully connected classifier. Input and output sizes come from the data module."""
 
     _target_: str = "pquant.models.mlp.mlp"
-    hidden_sizes: List[int] = field(default_factory=lambda: [64, 32, 32])
+    hidden_sizes: list[int] = field(default_factory=lambda: [64, 32, 32])
     activation: str = "relu"  #: relu | tanh
 
 
@@ -21,8 +20,8 @@ class CNNConfig:
     features."""
 
     _target_: str = "pquant.models.conv.cnn"
-    image_shape: List[int] = field(default_factory=lambda: [1, 8, 8])
-    channels: List[int] = field(default_factory=lambda: [8, 16])
+    image_shape: list[int] = field(default_factory=lambda: [1, 8, 8])
+    channels: list[int] = field(default_factory=lambda: [8, 16])
     kernel_size: int = 3
     hidden: int = 32
 
@@ -32,6 +31,6 @@ class Conv1dConfig:
     """1-D CNN treating the features as a one-channel sequence."""
 
     _target_: str = "pquant.models.conv.conv1d"
-    channels: List[int] = field(default_factory=lambda: [8, 16])
+    channels: list[int] = field(default_factory=lambda: [8, 16])
     kernel_size: int = 5
     hidden: int = 32

@@ -21,11 +21,11 @@ from hydra.utils import get_class
 from torch import nn
 
 from pquant.config.errors import ConfigError
+from pquant.config.layer_specific import LayerOverrides, apply_overrides
 from pquant.config.sections import Sections
 from pquant.nn.activation import ACTIVATIONS, PQActivation
 from pquant.nn.conv import PQConv1d, PQConv2d
 from pquant.nn.dense import PQDense
-from pquant.config.layer_specific import LayerOverrides, apply_overrides
 from pquant.nn.norm import PQBatchNorm1d, PQBatchNorm2d, PQLayerNorm
 from pquant.nn.pool import PQAvgPool1d, PQAvgPool2d
 from pquant.quant.build import build_data_quantizer, build_parameter_quantizer

@@ -21,7 +21,13 @@ from dataclasses import dataclass
 import torch
 
 from pquant.config.checks import check_range
-from pquant.pruning.base import PruningConfig, PruningMethod, RoundInfo, Stage
+from pquant.pruning.base import (
+    PruningConfig,
+    PruningMethod,
+    RoundInfo,
+    Stage,
+    observation_window_warning,
+)
 
 
 @dataclass
@@ -41,18 +47,10 @@ class ActivationPruningConfig(PruningConfig):
         check_range(f"{path}.t_start_collecting_batch", self.t_start_collecting_batch, lo=0)
 
     def schedule_warnings(self, training, batches_per_epoch: int | None = None) -> list[str]:
-        if not self.enable_pruning or batches_per_epoch is None:
+        if not self.enable_pruning:
             return []
-        needed = self.t_start_collecting_batch + self.t_delta
-        available = training.epochs * batches_per_epoch
-        if available >= needed:
-            return []
-        return [
-            f"activation pruning skips pruning.t_start_collecting_batch="
-            f"{self.t_start_collecting_batch} batches and collects pruning.t_delta="
-            f"{self.t_delta}, {needed} in all, but a training round has {available} batches: "
-            f"nothing would be pruned. Lower those settings or raise training.epochs."
-        ]
+        return observation_window_warning("activation pruning", self.t_start_collecting_batch,
+                                          self.t_delta, training, batches_per_epoch)
 
 
 class ActivationPruning(PruningMethod):

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from enum import IntEnum
-from typing import List
 
 import torch
 from omegaconf import MISSING
@@ -78,7 +77,7 @@ class PruningConfig:
     _target_: str = MISSING  #: the per-layer PruningMethod class
     pruning_method: str = MISSING  #: must equal the method's own name (the group option)
     enable_pruning: bool = True
-    disable_pruning_for_layers: List[str] = field(default_factory=list)
+    disable_pruning_for_layers: list[str] = field(default_factory=list)
     threshold_decay: float = 0.0
 
     @classmethod
@@ -101,6 +100,24 @@ class PruningConfig:
     def schedule_warnings(self, training, batches_per_epoch: int | None = None) -> list[str]:
         """Human-readable reasons why the schedule in ``training`` cannot meet the target."""
         return []
+
+
+def observation_window_warning(what: str, t_start: int, t_delta: int, training,
+                               batches_per_epoch: int | None) -> list[str]:
+    """Warning for data-driven methods whose statistics window does not fit in a round."""
+    if batches_per_epoch is None:
+        return []
+    needed = t_start + t_delta
+    available = training.epochs * batches_per_epoch
+    if available >= needed:
+        return []
+    return [
+        f"{what} skips pruning.t_start_collecting_batch={t_start} batches and then collects "
+        f"pruning.t_delta={t_delta}, {needed} in all, but a training round has "
+        f"{training.epochs} epochs x {batches_per_epoch} batches = {available}: nothing would be "
+        f"pruned. Lower those settings or raise training.epochs to at least "
+        f"{-(-needed // max(batches_per_epoch, 1))}."
+    ]
 
 
 def _refresh_stage(module, _incompatible_keys) -> None:

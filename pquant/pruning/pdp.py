@@ -28,7 +28,6 @@ from pquant.pruning.base import EpochInfo, PruningConfig, PruningMethod, Stage
 from pquant.pruning.select import midpoint_threshold
 from pquant.pruning.thresholds import global_magnitude_budget
 
-
 #: Bound on the mask logits (see :meth:`PDP.soft_mask`).
 LOGIT_CLIP = 30.0
 

@@ -32,7 +32,7 @@ import torch
 
 from pquant.config.checks import check_range, fail
 from pquant.config.errors import ConfigError
-from pquant.pruning.base import PruningConfig, PruningMethod, Stage
+from pquant.pruning.base import PruningConfig, PruningMethod, Stage, observation_window_warning
 from pquant.pruning.thresholds import global_magnitude_budget
 
 
@@ -65,19 +65,10 @@ class WandaConfig(PruningConfig):
         return self.M is not None
 
     def schedule_warnings(self, training, batches_per_epoch: int | None = None) -> list[str]:
-        if not self.enable_pruning or batches_per_epoch is None:
+        if not self.enable_pruning:
             return []
-        needed = self.t_start_collecting_batch + self.t_delta
-        available = training.epochs * batches_per_epoch
-        if available >= needed:
-            return []
-        return [
-            f"Wanda skips pruning.t_start_collecting_batch={self.t_start_collecting_batch} "
-            f"batches and then collects pruning.t_delta={self.t_delta}, {needed} in all, but "
-            f"a training round has {training.epochs} epochs x {batches_per_epoch} batches = "
-            f"{available}: no mask would be computed. Lower those settings or raise "
-            f"training.epochs to at least {math.ceil(needed / batches_per_epoch)}."
-        ]
+        return observation_window_warning("Wanda", self.t_start_collecting_batch,
+                                          self.t_delta, training, batches_per_epoch)
 
 
 class Wanda(PruningMethod):
@@ -107,7 +98,7 @@ class Wanda(PruningMethod):
     def bind(self, layer) -> None:
         """Size the statistics by the layer's real input width (grouped convolutions see
         ``groups`` times more channels than a weight row has)."""
-        channels = getattr(layer, "in_channels", None) or getattr(layer, "in_features")
+        channels = getattr(layer, "in_channels", None) or layer.in_features
         if channels != self.sq_sum.numel():
             self.sq_sum = torch.zeros(channels, dtype=torch.float64, device=self.sq_sum.device)
 

@@ -48,7 +48,7 @@ def _randomise(model: nn.Module, seed: int) -> None:
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, t in list(model.named_parameters()) + list(model.named_buffers()):
-            if t.is_floating_point() and not name.split(".")[-1] in ("k",):
+            if t.is_floating_point() and name.split(".")[-1] not in ("k",):
                 if name.endswith("running_var"):
                     t.copy_(torch.rand(t.shape, generator=gen) + 0.5)
                 elif name.split(".")[-1] in ("i", "f"):

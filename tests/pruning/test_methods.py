@@ -13,7 +13,6 @@ from pquant.pruning.base import EpochInfo, RoundInfo, Stage
 from pquant.pruning.cs import ContinuousSparsification, CSConfig
 from pquant.pruning.dst import DSTConfig, DynamicSparseTraining, long_tailed_step
 from pquant.pruning.mdmm import MDMM, MDMMConfig
-from pquant.pruning.pdp import PDP, PDPConfig
 from pquant.pruning.thresholds import ThresholdType, global_magnitude_budget
 from pquant.pruning.wanda import Wanda, WandaConfig
 
@@ -71,7 +70,7 @@ def test_dst_threshold_shapes_init_and_penalty():
         dst = DynamicSparseTraining(cfg, torch.Size((4, 2, 3)), "conv")
         assert tuple(dst.threshold.shape) == shape
         assert torch.all(dst.threshold == 0.2)  # threshold_init honoured (reference: always 0)
-        assert float(dst.extra_loss()) == pytest.approx(0.5 * math.exp(-0.2) * math.prod(shape))
+        assert dst.extra_loss().item() == pytest.approx(0.5 * math.exp(-0.2) * math.prod(shape))
 
 
 def test_dst_collapse_guard_resets_thresholds():
