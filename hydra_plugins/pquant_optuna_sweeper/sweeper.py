@@ -147,6 +147,14 @@ class PQuantOptunaSweeper(Sweeper):
         self._parent = (tracker, run_id)
         return run_id
 
+    def _log_objectives(self, number: int, values: list[float]) -> None:
+        """The study's trace on its parent run: ``objective/<metric>`` at step = trial."""
+        parent = getattr(self, "_parent", None)
+        if parent is not None:
+            tracker, run_id = parent
+            tracker.log_parent_metrics(run_id, {f"objective/{k}": v for k, v in
+                                                zip(self.objectives, values)}, step=number)
+
     def _end_parent(self, status: str) -> None:
         parent = getattr(self, "_parent", None)
         if parent is not None:
@@ -217,6 +225,7 @@ class PQuantOptunaSweeper(Sweeper):
                     try:
                         values = objective_values(result.return_value, list(self.objectives))
                         study.tell(trial, values)
+                        self._log_objectives(trial.number, values)
                     except Exception as exc:  # noqa: BLE001 - a failed trial is data
                         study.tell(trial, state=optuna.trial.TrialState.FAIL)
                         failed += 1

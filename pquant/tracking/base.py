@@ -64,6 +64,9 @@ class Tracker:
     def reopen_parent(self, run_id: str) -> None:
         pass
 
+    def log_parent_metrics(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
+        pass
+
     # ------------------------------------------------------------------ safety
     @contextlib.contextmanager
     def track(self, **start_kwargs) -> Iterator[Tracker]:

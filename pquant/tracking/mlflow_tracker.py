@@ -155,3 +155,10 @@ class MlflowTracker(Tracker):
 
     def reopen_parent(self, run_id: str) -> None:
         self.client.update_run(run_id, status="RUNNING")
+
+    def log_parent_metrics(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, step)
+                                               for k, v in metrics.items()])

@@ -57,6 +57,11 @@ def test_single_objective_study_parent_children_and_resume(tmp_path):
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
     assert sorted(c.data.tags["optuna_trial"] for c in children) == ["0", "1", "2"]
     assert all("val/accuracy" in c.data.metrics for c in children)
+    from mlflow.tracking import MlflowClient
+
+    trace = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}").get_metric_history(
+        parents[0].info.run_id, "objective/val/accuracy")
+    assert sorted(m.step for m in trace) == [0, 1, 2]
     # rerun with the same storage: the study continues (trial numbers 3..4), same parent run
     r = _sweep(tmp_path, "hydra.sweeper.n_trials=2", "pruning.sparsity=interval(0.5,0.95)",
                "hydra.sweeper.study_name=s1", name="again")
