@@ -148,7 +148,9 @@ class LayerFactory:
             self.report.not_pruned.append(name)
             return None
         self.report.pruned.append(name)
-        return self._method_cls(self.s.pruning, weight.shape, layer_type).to(weight.device)
+        method = self._method_cls(self.s.pruning, weight.shape, layer_type).to(weight.device)
+        method.layer_name = name
+        return method
 
     # ------------------------------------------------------------------ weight layers
     def _weight_layer(self, cls, name, layer, layer_type, fin: Flow, fout: Flow):

@@ -144,6 +144,7 @@ class PruningMethod(nn.Module):
         self.config = config
         self.weight_shape = torch.Size(weight_shape)
         self.layer_type = layer_type
+        self.layer_name = "?"  # the dotted name of the pruned layer (set by the layer factory)
         self.register_buffer("_stage", torch.tensor(int(Stage.PRETRAINING)))
         self._stage_cache = Stage.PRETRAINING
         self.register_load_state_dict_post_hook(_refresh_stage)
@@ -201,9 +202,10 @@ class PruningMethod(nn.Module):
         such as the number of convolution groups; do not keep the layer)."""
 
     @classmethod
-    def plan_budget(cls, layers: list[tuple[PruningMethod, torch.Tensor]]) -> None:
+    def plan_budget(cls, layers: list[tuple[PruningMethod, torch.Tensor]]) -> list[str]:
         """Cross-layer planning at the end of pretraining, given ``(method, weight)`` pairs of
-        every layer this class prunes (e.g. a global magnitude budget)."""
+        every layer this class prunes (e.g. a global magnitude budget). Returns warnings."""
+        return []
 
     # ------------------------------------------------------------------ reporting
     def target_sparsity(self) -> float | None:

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from pquant.config.checks import check_range
 from pquant.pruning.base import EpochInfo, PruningConfig, PruningMethod, Stage
 from pquant.pruning.select import midpoint_threshold
-from pquant.pruning.thresholds import global_magnitude_budget
+from pquant.pruning.thresholds import budget_warnings, global_magnitude_budget
 
 #: Bound on the mask logits (see :meth:`PDP.soft_mask`).
 LOGIT_CLIP = 30.0
@@ -172,15 +172,18 @@ class PDP(PruningMethod):
         return float(self._target)
 
     @classmethod
-    def plan_budget(cls, layers) -> None:
+    def plan_budget(cls, layers) -> list[str]:
         """``global_budget``: per-layer targets from one magnitude threshold over the layers."""
         budgeted = [(m, w) for m, w in layers if m.config.global_budget
                     and not m.config.structured_pruning]
         if not budgeted:
-            return
-        ratios = global_magnitude_budget([w for _, w in budgeted], budgeted[0][0].config.sparsity)
+            return []
+        sparsity = budgeted[0][0].config.sparsity
+        ratios = global_magnitude_budget([w for _, w in budgeted], sparsity)
         for (method, _), ratio in zip(budgeted, ratios):
             method._set_target(ratio)
+        return budget_warnings([m.layer_name for m, _ in budgeted], ratios, sparsity,
+                               "pruning.global_budget")
 
     def _set_target(self, value: float) -> None:
         self._target = float(value)

@@ -40,3 +40,20 @@ def global_magnitude_budget(weights: list[torch.Tensor], sparsity: float) -> lis
     n_prune = min(int(round(sparsity * flat.size)), flat.size - 1)
     threshold = 0.5 * (flat[n_prune - 1] + flat[n_prune]) if n_prune > 0 else -1.0
     return [float(np.count_nonzero(m < threshold)) / m.size for m in magnitudes]
+
+
+#: a layer losing more than this share to a global budget is reported
+NEARLY_EMPTY = 0.97
+
+
+def budget_warnings(names: list[str], ratios: list[float], sparsity: float, setting: str
+                    ) -> list[str]:
+    """Warn when a global budget nearly empties a layer (typically one whose scale a following
+    BatchNorm undoes, so its magnitudes say nothing)."""
+    bad = [f"{n} {r:.3f}" for n, r in zip(names, ratios) if r > max(NEARLY_EMPTY, sparsity)]
+    if not bad:
+        return []
+    return [f"the global magnitude budget ({setting}) removes almost every weight of "
+            f"{', '.join(bad)} (overall target {sparsity:.3f}); magnitudes are not comparable "
+            f"across layers when a normalisation rescales them -- set {setting}=false for a "
+            f"per-layer target"]

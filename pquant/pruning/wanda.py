@@ -33,7 +33,7 @@ import torch
 from pquant.config.checks import check_range, fail
 from pquant.config.errors import ConfigError
 from pquant.pruning.base import PruningConfig, PruningMethod, Stage, observation_window_warning
-from pquant.pruning.thresholds import global_magnitude_budget
+from pquant.pruning.thresholds import budget_warnings, global_magnitude_budget
 
 
 @dataclass
@@ -176,15 +176,18 @@ class Wanda(PruningMethod):
 
     # ------------------------------------------------------------------ budget and targets
     @classmethod
-    def plan_budget(cls, layers) -> None:
+    def plan_budget(cls, layers) -> list[str]:
         budgeted = [(m, w) for m, w in layers if m.config.calculate_pruning_budget
                     and not m.config.nm()]
         if not budgeted:
-            return
-        ratios = global_magnitude_budget([w for _, w in budgeted], budgeted[0][0].config.sparsity)
+            return []
+        sparsity = budgeted[0][0].config.sparsity
+        ratios = global_magnitude_budget([w for _, w in budgeted], sparsity)
         for (method, _), ratio in zip(budgeted, ratios):
             method._target = ratio
             method.target.fill_(ratio)
+        return budget_warnings([m.layer_name for m, _ in budgeted], ratios, sparsity,
+                               "pruning.calculate_pruning_budget")
 
     def target_sparsity(self) -> float:
         if self.config.nm():

@@ -219,7 +219,9 @@ class _Trainer:
         for layer in self.layers:
             by_class.setdefault(type(layer.pruning), []).append((layer.pruning, layer.weight))
         for cls, pairs in by_class.items():
-            cls.plan_budget(pairs)
+            for message in cls.plan_budget(pairs) or []:
+                log.warning(message)
+                self.result.warnings.append(message)
         for layer in self.layers:
             layer.pruning.on_pretraining_end()
         self._event("on_pretraining_end")

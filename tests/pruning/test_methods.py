@@ -244,3 +244,14 @@ def test_mdmm_structured_metric_has_a_gradient():
     m.metric(w).backward()
     assert w.grad.abs().sum() > 0
     assert m._hard(w).tolist() == [[1, 1, 0, 0], [1, 1, 1, 1]]
+
+
+def test_budget_warns_when_it_empties_a_layer():
+    from pquant.pruning.thresholds import budget_warnings
+
+    small, large = torch.full((8,), 0.001), torch.linspace(0.1, 1.0, 8)
+    ratios = global_magnitude_budget([small, large], 0.5)
+    assert ratios == [1.0, 0.0]
+    (message,) = budget_warnings(["conv2", "fc"], ratios, 0.5, "pruning.calculate_pruning_budget")
+    assert "conv2 1.000" in message and "pruning.calculate_pruning_budget=false" in message
+    assert budget_warnings(["a"], [0.8], 0.8, "x") == []
