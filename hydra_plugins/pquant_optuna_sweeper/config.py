@@ -39,7 +39,7 @@ class OptunaSweeperConf:
     """
 
     _target_: str = "hydra_plugins.pquant_optuna_sweeper.sweeper.PQuantOptunaSweeper"
-    defaults: list[Any] = field(default_factory=lambda: [{"sampler": "tpe"}])
+    defaults: list[Any] = field(default_factory=lambda: ["_self_", {"sampler": "tpe"}])
     sampler: Any = None
     objectives: list[str] = field(default_factory=lambda: ["val/accuracy:maximize"])
     study_name: Optional[str] = None

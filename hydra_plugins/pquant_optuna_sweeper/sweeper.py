@@ -118,9 +118,10 @@ class PQuantOptunaSweeper(Sweeper):
             sampler = functools.partial(optuna.samplers.TPESampler)
         if isinstance(sampler, functools.partial):
             if sampler.func is optuna.samplers.GridSampler:
-                from pquant.hpo.grid import grid_space
+                from pquant.hpo.grid import ask_tell_grid_sampler, grid_space
 
-                return sampler(search_space=grid_space(space))
+                return ask_tell_grid_sampler(search_space=grid_space(space),
+                                             **sampler.keywords)
             return sampler()
         return sampler
 
@@ -199,8 +200,9 @@ class PQuantOptunaSweeper(Sweeper):
         self._parent_run(study, study_name, sweep_dir)
         n_trials = int(self.n_trials or finetuning.get("num_trials") or 20)
         allowed_failures = max(1, int(self.max_failure_rate * n_trials))
-        log.info("study %r (%s): %d trials, %s, search space %s", study_name, where, n_trials,
-                 dict(self.objectives), {k: repr(v) for k, v in space.items()})
+        log.info("study %r (%s): %d trials, %s, %s, search space %s", study_name, where,
+                 n_trials, dict(self.objectives), type(study.sampler).__name__,
+                 {k: repr(v) for k, v in space.items()})
         launched = failed = 0
         last_error: Optional[BaseException] = None
         returns = []
@@ -232,7 +234,8 @@ class PQuantOptunaSweeper(Sweeper):
                         last_error = exc
                         log.warning("trial %d failed: %s", trial.number, exc)
                 returns.append(results)
-                write_results(study, sweep_dir / RESULTS_FILE, list(self.objectives))
+                write_results(study, sweep_dir / RESULTS_FILE, list(self.objectives),
+                              type(study.sampler).__name__)
                 if failed > allowed_failures:
                     raise StudyFailed(
                         f"optuna sweep stopped: {failed} of {launched} trials failed, more than "
@@ -242,7 +245,8 @@ class PQuantOptunaSweeper(Sweeper):
         except BaseException:
             self._end_parent("FAILED")
             raise
-        write_results(study, sweep_dir / RESULTS_FILE, list(self.objectives))
+        write_results(study, sweep_dir / RESULTS_FILE, list(self.objectives),
+                      type(study.sampler).__name__)
         self._end_parent("FINISHED")
         log.info("study %r: results in %s", study_name, sweep_dir / RESULTS_FILE)
         return returns

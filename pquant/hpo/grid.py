@@ -22,3 +22,16 @@ def grid_space(space: dict) -> dict[str, list]:
             raise ConfigError(f"hydra/sweeper/sampler=grid needs discrete values for {name}: "
                               "use choice(...) or range(...), not interval(...)")
     return grid
+
+
+def ask_tell_grid_sampler(**kwargs):
+    """Optuna's GridSampler, minus its ``study.stop()`` when the grid is exhausted (only legal
+    inside ``study.optimize``; the sweeper counts its trials itself)."""
+    from optuna.samplers import GridSampler
+
+    class AskTellGridSampler(GridSampler):
+        def after_trial(self, study, trial, state, values) -> None:
+            return None
+
+    AskTellGridSampler.__name__ = "GridSampler"
+    return AskTellGridSampler(**kwargs)

@@ -32,7 +32,7 @@ def _trial(t, objectives: Sequence[str]) -> dict:
             "values": dict(zip(objectives, t.values))}
 
 
-def write_results(study, path: Path, objectives: Sequence[str]) -> dict:
+def write_results(study, path: Path, objectives: Sequence[str], sampler: str = "") -> dict:
     """Best trial (one objective) or Pareto front (several) of ``study``, written to ``path``."""
     from optuna.trial import TrialState
 
@@ -40,6 +40,7 @@ def write_results(study, path: Path, objectives: Sequence[str]) -> dict:
     complete = [t for t in trials if t.state is TrialState.COMPLETE]
     result = {
         "study": study.study_name,
+        "sampler": sampler,
         "objectives": dict(zip(objectives, [d.name.lower() for d in study.directions])),
         "trials": {"complete": len(complete),
                    "failed": sum(t.state is TrialState.FAIL for t in trials),

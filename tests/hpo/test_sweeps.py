@@ -46,6 +46,7 @@ def test_single_objective_study_parent_children_and_resume(tmp_path):
                "hydra.sweeper.study_name=s1")
     assert r.returncode == 0, r.stderr
     res = _results(tmp_path)
+    assert res["sampler"] == "TPESampler"
     assert res["trials"] == {"complete": 3, "failed": 0, "total": 3}
     assert 0.5 <= res["best"]["params"]["pruning.sparsity"] <= 0.95
     assert (tmp_path / "study.journal").is_file()
@@ -81,6 +82,7 @@ def test_two_objective_nsga2_writes_the_pareto_front(tmp_path):
                "tracking=none")
     assert r.returncode == 0, r.stderr
     res = _results(tmp_path)
+    assert res["sampler"] == "NSGAIISampler"
     assert res["objectives"] == {"val/accuracy": "maximize", "ebops/total": "minimize"}
     front = res["pareto_front"]
     assert front and all(set(t["values"]) == {"val/accuracy", "ebops/total"} for t in front)
@@ -92,6 +94,7 @@ def test_a_failing_trial_is_recorded_and_the_sweep_continues(tmp_path):
                "pruning.sparsity=choice(1.5,0.6)", "hydra.sweeper.study_name=s3",
                "tracking=none")
     assert r.returncode == 0, r.stderr
+    assert _results(tmp_path)["sampler"] == "GridSampler"
     assert _results(tmp_path)["trials"] == {"complete": 1, "failed": 1, "total": 2}
     assert "pruning.sparsity must be in [0, 1), got 1.5" in r.stdout + r.stderr
 
@@ -135,6 +138,7 @@ def test_finetuning_preset_runs_a_study(tmp_path):
     assert r.returncode == 0, r.stderr
     res = yaml.safe_load((tmp_path / "ft" / "optimization_results.yaml").read_text())
     assert res["study"] == "pdp_sparsity" and res["trials"]["complete"] == 2
+    assert res["sampler"] == "NSGAIISampler"
     assert "pareto_front" in res
     assert "pruning.sparsity" in res["pareto_front"][0]["params"]
 
