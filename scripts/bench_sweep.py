@@ -4,7 +4,7 @@ Each study runs the digits MLP (PDP + 8-bit fixed point) for a short schedule pe
 subprocesses of ``python -m pquant -m hydra/sweeper=optuna ...``; both studies use the random
 sampler with the same seed, so they run the same 8 trials.
 
-Usage: python scripts/bench_sweep.py [--trials 8] [--workers 2] [--epochs 30]
+Usage: python scripts/bench_sweep.py [--trials 8] [--workers 2] [--epochs 150] [--batch 8]
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 
 
-def study(tmp: Path, name: str, trials: int, workers: int, epochs: int, parallel: bool) -> float:
+def study(tmp: Path, name: str, trials: int, workers: int, epochs: int, parallel: bool,
+          batch: int) -> float:
     args = [sys.executable, "-m", "pquant", "-m", "hydra/sweeper=optuna",
             "hydra/sweeper/sampler=random", "hydra.sweeper.sampler.seed=0",
             f"hydra.sweeper.n_trials={trials}", "pruning.sparsity=interval(0.5,0.95)",
@@ -28,7 +29,7 @@ def study(tmp: Path, name: str, trials: int, workers: int, epochs: int, parallel
             f"hydra.sweeper.study_name={name}"]
     if parallel:
         args += ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={workers}",
-                 f"hydra.sweeper.n_jobs={workers}"]
+                 f"hydra.sweeper.n_jobs={batch}"]
     env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true", OMP_NUM_THREADS="1")
     t0 = time.perf_counter()
     subprocess.run(args, cwd=tmp, env=env, check=True, capture_output=True, text=True)
@@ -39,15 +40,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=150)
+    parser.add_argument("--batch", type=int, default=8,
+                        help="trials asked and launched together (joblib spreads them over "
+                             "the workers; larger batches leave fewer idle workers)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        serial = study(tmp, "serial", args.trials, args.workers, args.epochs, parallel=False)
-        parallel = study(tmp, "joblib", args.trials, args.workers, args.epochs, parallel=True)
+        serial = study(tmp, "serial", args.trials, args.workers, args.epochs, False, 1)
+        parallel = study(tmp, "joblib", args.trials, args.workers, args.epochs, True,
+                         args.batch)
     print(f"{args.trials} trials, {args.epochs} epochs each (1 torch thread per trial): "
-          f"serial {serial:.1f} s, joblib x{args.workers} {parallel:.1f} s, "
-          f"speed-up {serial / parallel:.2f}x")
+          f"serial {serial:.1f} s, joblib x{args.workers} (batches of {args.batch}) "
+          f"{parallel:.1f} s, speed-up {serial / parallel:.2f}x")
 
 
 if __name__ == "__main__":
