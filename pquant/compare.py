@@ -9,6 +9,7 @@ Example::
 
     python -m pquant.compare --experiment pquant --out outputs/compare
     python -m pquant.compare --experiment sweeps --parent <run id> --group-by pruning,quantization
+    python -m pquant.compare --experiment pdp_sparsity --per-run      # one row per trial
 """
 
 from __future__ import annotations
@@ -71,6 +72,9 @@ def load_runs(experiment: str, tracking_uri: str | None = None, parent: str | No
             flat.update({k: v for k, v in run.data.tags.items() if k.startswith("choice.")})
             flat["seed"] = run.data.params.get("seed", "")
             flat["run_id"] = run.info.run_id
+            tags = run.data.tags
+            flat["run"] = (f"{tags.get('optuna_study', 'study')} trial {tags['optuna_trial']}"
+                           if "optuna_trial" in tags else run.info.run_name or run.info.run_id)
             runs.append(flat)
         token = page.token
         if not token:
@@ -163,9 +167,15 @@ def plot(rows: list[Row], runs_by_row: bool, path: Path, title: str) -> None:
 
 
 def compare(experiment: str, out: str | Path, *, tracking_uri: str | None = None,
-            parent: str | None = None, group_by: str = "pruning") -> tuple[Path, Path]:
-    """Write ``comparison.md`` and ``comparison.png`` for an experiment; return their paths."""
+            parent: str | None = None, group_by: str = "pruning",
+            per_run: bool = False) -> tuple[Path, Path]:
+    """Write ``comparison.md`` and ``comparison.png`` for an experiment; return their paths.
+
+    ``per_run``: one row per run (for a study: per trial) instead of averaging each group.
+    """
     by = [b.strip() for b in group_by.split(",") if b.strip()]
+    if per_run:
+        by.append("run")
     runs = load_runs(experiment, tracking_uri, parent)
     if not runs:
         raise SystemExit(f"experiment {experiment!r} has no finished runs to compare")
@@ -190,11 +200,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parent", default=None, help="only children of this (sweep) run id")
     parser.add_argument("--group-by", default="pruning",
                         help="comma-separated config groups, e.g. pruning,quantization")
+    parser.add_argument("--per-run", action="store_true",
+                        help="one row per run (per trial of a study) instead of group means")
     parser.add_argument("--out", default="outputs/compare", help="output directory")
     args = parser.parse_args(argv)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     table, image = compare(args.experiment, args.out, tracking_uri=args.tracking_uri,
-                           parent=args.parent, group_by=args.group_by)
+                           parent=args.parent, group_by=args.group_by, per_run=args.per_run)
     sys.stdout.write(table.read_text())
     sys.stdout.write(f"\ntable: {table}\nplot:  {image}\n")
     return 0

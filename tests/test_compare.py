@@ -45,3 +45,9 @@ def test_compare_writes_table_and_plot(store, tmp_path):
     assert not rows["cs"].rstrip().endswith("yes |")
     assert image.stat().st_size > 10_000
     assert image.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_per_run_rows(store, tmp_path):
+    table, _ = compare("cmp", tmp_path / "out2", tracking_uri=store, per_run=True)
+    rows = [line for line in table.read_text().splitlines() if line.startswith("| pdp")]
+    assert len(rows) == 2

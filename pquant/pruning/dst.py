@@ -61,6 +61,48 @@ def long_tailed_step(u: torch.Tensor) -> torch.Tensor:
     return _LongTailedStep.apply(u)
 
 
+def _surrogate_slope(u: torch.Tensor) -> torch.Tensor:
+    """DST's long-tailed derivative of step(u), in float ops only."""
+    a = u.abs()
+    slope = torch.mul(a, -4.0).add_(2.0).clamp_(min=0.4)
+    return slope.mul_(torch.heaviside(1.0 - a, _ONE.to(a.dtype)))
+
+
+_ONE = torch.ones(())
+
+
+class _MaskedRows(torch.autograd.Function):
+    """``w * step(|w| - t)`` on ``(out, rest)`` rows, with the collapse guard, in one node.
+
+    Backward: ``dL/dw = g m + g |w| s(u)`` (direct path plus the surrogate through ``|w|``) and
+    ``dL/dt = -sum g w s(u) sign(w)``, with ``s`` the long-tailed derivative; when the guard
+    fires the mask is ``w != 0`` and carries no threshold gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, rows, threshold, max_pct: float):
+        a = rows.abs()
+        u = a - threshold
+        m = torch.heaviside(u, torch.zeros((), dtype=u.dtype))
+        keep = (m.mean() > 1.0 - max_pct).to(m.dtype)  # 0-dim, stays on the device
+        m = torch.lerp(torch.heaviside(a, torch.zeros((), dtype=a.dtype)), m, keep)
+        ctx.save_for_backward(rows, u, m, keep)
+        ctx.t_shape = threshold.shape
+        ctx.mark_non_differentiable(keep)
+        return rows * m, keep
+
+    @staticmethod
+    def backward(ctx, grad, _grad_keep):
+        rows, u, m, keep = ctx.saved_tensors
+        through = grad * rows * _surrogate_slope(u) * keep  # dL/du, chain to |w| and t
+        grad_rows = torch.addcmul(grad * m, through, torch.sign(rows))
+        grad_t = None
+        if ctx.needs_input_grad[1]:
+            dims = [d for d, n in enumerate(ctx.t_shape) if n == 1 and through.shape[d] != 1]
+            grad_t = -(through.sum(dim=dims, keepdim=True) if dims else through)
+        return grad_rows, grad_t, None
+
+
 class DynamicSparseTraining(PruningMethod):
     """Per-layer DST mask. Parameter ``threshold``; buffer ``mask`` (frozen at fine-tuning)."""
 
@@ -70,19 +112,14 @@ class DynamicSparseTraining(PruningMethod):
         self.threshold = nn.Parameter(torch.full(shape, float(config.threshold_init)))
         self.register_buffer("mask", torch.ones(self.weight_shape))
 
-    def _mask(self, weight: torch.Tensor) -> torch.Tensor:
-        rows = weight.reshape(weight.shape[0], -1)
-        m = long_tailed_step(rows.abs() - self.threshold)
-        with torch.no_grad():  # collapse guard, on the device
-            keep = (1.0 - m.mean()) < self.config.max_pruning_pct
-            self.threshold.mul_(keep.to(self.threshold.dtype))
-        fallback = (rows != 0).to(rows.dtype)
-        return torch.where(keep, m, fallback).view_as(weight)
-
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         stage = self.stage
         if stage is Stage.TRAINING:
-            return weight * self._mask(weight)
+            rows = weight.reshape(weight.shape[0], -1)
+            out, keep = _MaskedRows.apply(rows, self.threshold, self.config.max_pruning_pct)
+            with torch.no_grad():  # collapse guard: thresholds back to 0, on the device
+                self.threshold.mul_(keep)
+            return out.view_as(weight)
         if stage is Stage.PRETRAINING:
             return weight
         return weight * self.mask

@@ -255,3 +255,29 @@ def test_budget_warns_when_it_empties_a_layer():
     (message,) = budget_warnings(["conv2", "fc"], ratios, 0.5, "pruning.calculate_pruning_budget")
     assert "conv2 1.000" in message and "pruning.calculate_pruning_budget=false" in message
     assert budget_warnings(["a"], [0.8], 0.8, "x") == []
+
+
+@pytest.mark.parametrize("kind", list(ThresholdType))
+@pytest.mark.parametrize(("init", "collapse"), [(0.05, False), (5.0, True)])
+def test_dst_fused_forward_and_gradients_match_the_formula(kind, init, collapse):
+    torch.manual_seed(0)
+    cfg = DSTConfig(threshold_type=kind, threshold_init=init, max_pruning_pct=0.5)
+    dst = DynamicSparseTraining(cfg, torch.Size((6, 4)), "linear")
+    dst.on_pretraining_end()
+    w = (torch.randn(6, 4) * 0.3).requires_grad_()
+    g = torch.randn(6, 4)
+    t0 = dst.threshold.detach().clone()
+    out = dst(w)
+    out.backward(g)
+    t = t0.clone().requires_grad_()
+    w2 = w.detach().clone().requires_grad_()
+    m = long_tailed_step(w2.abs() - t)
+    keep = (1 - m.mean()) < 0.5
+    assert bool(keep) is not collapse
+    ref = w2 * torch.where(keep, m, (w2 != 0).float())
+    ref.backward(g)
+    assert torch.equal(out, ref)
+    assert torch.allclose(w.grad, w2.grad, atol=1e-6)
+    expected_t = t.grad if t.grad is not None and not collapse else torch.zeros_like(t0)
+    assert torch.allclose(dst.threshold.grad, expected_t, atol=1e-6)
+    assert torch.all(dst.threshold == (0.0 if collapse else init))
