@@ -60,10 +60,10 @@ def compression_report(model: nn.Module, example_input: torch.Tensor) -> dict[st
         ``params/<layer>/nonzero``, ``size/bits``.
     """
     plain_shapes = _forward_shapes(model, example_input)
-    out: dict[str, float] = dict(sparsity_metrics(model))
+    views = weight_layers(model)
+    out: dict[str, float] = dict(sparsity_metrics(model, views))
     wbits_sum = wbits_n = abits_sum = abits_n = 0.0
     size_bits = 0.0
-    views = weight_layers(model)
     layer_names = {v.name for v in views}
     for view in views:
         kept = view.weight != 0
@@ -128,9 +128,10 @@ def compression_report(model: nn.Module, example_input: torch.Tensor) -> dict[st
 def epoch_metrics(model: nn.Module) -> dict[str, float]:
     """Cheap per-epoch figures, no extra forward: global sparsity, mean kept-weight bits, and
     EBOPs for the shapes of the last forward."""
-    out = {"sparsity/global": sparsity_metrics(model)["sparsity/global"]}
+    views = weight_layers(model)
+    out = {"sparsity/global": sparsity_metrics(model, views)["sparsity/global"]}
     bits_sum = kept_n = 0.0
-    for view in weight_layers(model):
+    for view in views:
         kept = view.weight != 0
         bits_sum += float(view.weight_bits.expand_as(view.weight)[kept].sum())
         kept_n += int(kept.sum())

@@ -25,8 +25,8 @@ from pquant.nn.base import PQModule
 from pquant.quant.base import Quantizer
 from pquant.quant.fixed_point import format_range
 
-#: Modules that pass values through unchanged (shape changes only).
-PASS_THROUGH = (nn.Identity, nn.Flatten, nn.Unflatten)
+#: Modules that leave every value unchanged (shape changes only), so a grid survives them.
+VALUE_PRESERVING = (nn.Identity, nn.Flatten, nn.Unflatten)
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ class _Walker:
             if not relu and not _active(q_out):
                 source = None
             return grid, source
-        if isinstance(module, PASS_THROUGH):
+        if isinstance(module, VALUE_PRESERVING):
             return grid, source
         return None, None
 

@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 
 EpochCallback = Callable[[dict[str, float], int], None]
 
+#: metrics shown next to the progress bar, with short labels
+_POSTFIX = (("train/loss", "loss"), ("val/accuracy", "val_acc"), ("sparsity/global", "sparsity"))
+
 
 @dataclass
 class TrainResult:
@@ -157,8 +160,7 @@ class _Trainer:
             self.on_epoch_end(metrics, self.global_epoch)
         self.global_epoch += 1
         bar.update(1)
-        bar.set_postfix({k: f"{metrics[k]:.3f}" for k in ("train/loss", "val/accuracy",
-                                                          "sparsity/global") if k in metrics})
+        bar.set_postfix({short: f"{metrics[k]:.3f}" for k, short in _POSTFIX if k in metrics})
 
     def _stage(self, stage: Stage, num_epochs: int, rnd: int = 0, label: str | None = None):
         self._event(f"stage:{stage.name.lower()}" + (f":{rnd}" if stage is Stage.TRAINING else ""))
