@@ -8,8 +8,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pquant import kernels
 from pquant.metrics.ebops import linear_cost
 from pquant.nn.weight_layer import CompressedWeightMixin
+from pquant.quant.base import Quantizer
+
+_F32 = torch.float32
 
 
 class PQDense(CompressedWeightMixin, nn.Linear):
@@ -53,6 +57,62 @@ class PQDense(CompressedWeightMixin, nn.Linear):
 
     def _op(self, x: torch.Tensor, weight, bias) -> torch.Tensor:
         return F.linear(x, weight, bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ext = kernels.get()
+        if ext is not None and x.dtype is _F32 and x.dim() == 2 and not x.is_cuda:
+            y = self._fused_forward(ext, x)
+            if y is not None:
+                return y
+        return CompressedWeightMixin.forward(self, x)
+
+    # ------------------------------------------------------------------ fused CPU path
+    def _fused_specs(self, x: torch.Tensor):
+        """Specs of the four quantizers for the fused kernel (None entries: identity), or None
+        when one of them cannot be fused. Cached until a format or a train/eval flag changes."""
+        quantizers = (self.input_quantizer, self.weight_quantizer, self.bias_quantizer,
+                      self.output_quantizer)
+        key = (Quantizer.format_epoch, self.training,
+               *(None if q is None else q.training for q in quantizers))
+        d = self.__dict__
+        if d.get("_fused_key") == key:
+            return d["_fused_value"]
+        likes = (x, self.weight, self.bias, x)
+        specs = []
+        for q, like in zip(quantizers, likes):
+            if q is None or not q.enabled or q.bypass or like is None:
+                specs.append(None)
+                continue
+            spec = q.fused_spec(like)
+            if spec is None or (like is x and spec.per_element_format):
+                specs = None
+                break
+            specs.append(spec)
+        d["_fused_key"], d["_fused_value"] = key, specs
+        return specs
+
+    def _fused_forward(self, ext, x: torch.Tensor) -> torch.Tensor | None:
+        """The whole layer as one autograd node (same values and gradients as the generic path);
+        None when it does not apply (no graph needed -- eval uses the cache --, finalized,
+        quantize-then-prune order, a format the kernels do not implement)."""
+        weight, bias = self.weight, self.bias
+        if (self.finalized or not self.pruning_first or weight.dtype is not _F32
+                or weight.is_cuda or not self._needs_graph()):
+            return None
+        specs = self._fused_specs(x)
+        if specs is None:
+            return None
+        mask = None
+        prune = self.pruning
+        if prune is not None:
+            weight, mask = prune.fused_weight(weight)
+            if bias is not None and prune.masks_bias:
+                bias = prune.prune_bias(bias)
+        y = ext.dense(x, weight, bias, mask, *specs)
+        d = self.__dict__
+        d["_shapes"] = (x.shape, y.shape)
+        d["_last_weight"] = None
+        return y
 
     def cost(self, for_loss: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         shapes = self.sample_shapes

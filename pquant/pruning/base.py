@@ -162,6 +162,12 @@ class PruningMethod(nn.Module):
     def forward(self, weight: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def fused_weight(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(w, mask)`` with ``forward(weight) == w * mask`` (``mask`` None: ``w`` itself), for
+        the fused kernels, which apply a constant mask themselves. The default hands over the
+        method's own (differentiable) forward; methods with a frozen mask return it."""
+        return self.forward(weight), None
+
     def hard_mask(self, weight: torch.Tensor) -> torch.Tensor:
         """Binary mask (broadcastable to the weight) of the weights this method keeps."""
         raise NotImplementedError  # pragma: no cover - abstract

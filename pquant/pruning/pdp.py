@@ -140,6 +140,12 @@ class PDP(PruningMethod):
             return weight
         return weight * self.mask
 
+    def fused_weight(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        stage = self._stage_cache
+        if stage is Stage.TRAINING:
+            return self.forward(weight), None
+        return weight, (None if stage is Stage.PRETRAINING else self.mask)
+
     def hard_mask(self, weight: torch.Tensor) -> torch.Tensor:
         if self.stage is Stage.TRAINING:
             mask = self.soft_mask(weight.detach())

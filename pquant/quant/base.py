@@ -56,6 +56,11 @@ class Quantizer(nn.Module):
         """A :class:`~pquant.quant.spec.QuantSpec` when the format is per-tensor and constant."""
         return None
 
+    def fused_spec(self, like: torch.Tensor):
+        """The fused CPU kernels' description of this quantizer for tensors like ``like``, or None
+        when they cannot run it (see :mod:`pquant.kernels`; only constant formats can)."""
+        return None
+
     def bits(self) -> torch.Tensor:
         """Width in bits per format element (broadcastable to the quantized tensor), detached."""
         raise NotImplementedError  # pragma: no cover - abstract

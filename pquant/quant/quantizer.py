@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from pquant import kernels
 from pquant.quant.base import Quantizer
 from pquant.quant.fixed_point import bit_width, make_kernel, plan_constant
 from pquant.quant.modes import OverflowMode, RoundMode, as_overflow_mode, as_round_mode
@@ -112,14 +113,44 @@ class FixedPointQuantizer(Quantizer):
         return QuantSpec(int(k), int(i), int(f), self.round_mode, self.overflow_mode)
 
     # ---------------------------------------------------------------- forward
+    def _build(self, x: torch.Tensor, key) -> tuple:
+        """(kernel, fused spec or None) for inputs like ``x`` -- cached per ``key``."""
+        kif = self._scalar_kif if self._scalar_kif is not None else (self.k, self.i, self.f)
+        plan = plan_constant(*kif, self.round_mode, self.overflow_mode, self.training, x)
+        kernel = make_kernel(plan, x)
+        spec = kernels.fixed_spec(plan, x)
+        if spec is not None:
+            quantize = kernels.get().quantize
+            if spec.per_element_format:  # bound to the shape it was expanded for
+                shape, slow = x.shape, kernel
+
+                def kernel(t: torch.Tensor) -> torch.Tensor:
+                    return quantize(t, spec) if t.shape == shape else slow(t)
+            else:
+                def kernel(t: torch.Tensor) -> torch.Tensor:
+                    return quantize(t, spec)
+        entry = self._cache[key] = (kernel, spec, x.shape)
+        return entry
+
     def _kernel(self, x: torch.Tensor):
         key = (self.training, x.dtype, x.is_cuda, x.get_device())
-        kernel = self._cache.get(key)
-        if kernel is None:
-            kif = self._scalar_kif if self._scalar_kif is not None else (self.k, self.i, self.f)
-            plan = plan_constant(*kif, self.round_mode, self.overflow_mode, self.training, x)
-            kernel = self._cache[key] = make_kernel(plan, x)
-        return kernel
+        entry = self._cache.get(key)
+        if entry is None:
+            entry = self._build(x, key)
+        return entry[0]
+
+    def fused_spec(self, x: torch.Tensor):
+        """The fused kernels' spec of this quantizer for ``x`` (None: not fusable).
+
+        Callers treat a disabled or bypassed quantizer as the identity before asking."""
+        key = (self.training, x.dtype, x.is_cuda, x.get_device())
+        entry = self._cache.get(key)
+        if entry is None:
+            entry = self._build(x, key)
+        spec = entry[1]
+        if spec is not None and spec.per_element_format and entry[2] != x.shape:
+            return None
+        return spec
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self._enabled or self._bypass_epoch == Quantizer.format_epoch:

@@ -1,0 +1,339 @@
+// Fused CPU kernels of pquant (built on first use by pquant/kernels/__init__.py).
+//
+// Every function here computes *exactly* what the pure-torch path computes -- the same values
+// and the same gradients, bit for bit -- only with fewer passes over memory and fewer autograd
+// nodes. The pure-torch path stays the reference (and the fallback when these kernels are not
+// available); tests compare the two.
+//
+//   quantize(x, spec)      fixed-point quantization of a constant saturating format, one pass;
+//                          straight-through gradient (hardtanh semantics for scalar formats,
+//                          clamp semantics for per-element formats)
+//   dense(x, w, b, mask, q_in, q_w, q_b, q_out)
+//                          q_out(addmm(q_b(b), q_in(x), q_w(w * mask)^T)) as one autograd node,
+//                          with the backward of addmm written out as autograd computes it.
+
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+#include <ATen/ExpandUtils.h>
+
+#include <cmath>
+#include <cstdint>
+
+namespace {
+
+using at::Tensor;
+using torch::autograd::AutogradContext;
+using torch::autograd::tensor_list;
+
+// Order of pquant.kernels.ROUND_MODES.
+enum Round : int { TRN = 0, RND = 1, RND_CONV = 2, TRN_ZERO = 3, RND_ZERO = 4, RND_MIN_INF = 5, RND_INF = 6 };
+
+struct FixedSpec {
+  // Scalar format: clip to [below, above] (one float outside the representable range, so the
+  // gradient passes exactly on [lo, hi]), codes = round(v * scale), optional code clip, * inv.
+  double below = 0, above = 0, scale = 1, inv = 1, code_lo = 0, code_hi = 0;
+  bool code_clip = false;
+  int mode = RND;
+  // Per-element format (tensors of the quantized tensor's shape, contiguous float32): clamp to
+  // [lo, hi] (inclusive), codes = round(v * scale), * inv.
+  Tensor lo, hi, scale_t, inv_t;
+  bool per_element() const { return lo.defined(); }
+};
+
+template <int M>
+inline float round_code(float z) {
+  if constexpr (M == TRN) return std::floor(z);
+  else if constexpr (M == RND) return std::floor(z + 0.5f);
+  else if constexpr (M == RND_CONV) return std::nearbyint(z);
+  else if constexpr (M == TRN_ZERO) return std::trunc(z);
+  else if constexpr (M == RND_MIN_INF) return std::ceil(z - 0.5f);
+  else if constexpr (M == RND_ZERO) {
+    float s = static_cast<float>((z > 0.f) - (z < 0.f));
+    return std::ceil(std::fabs(z) - 0.5f) * s;
+  } else {
+    float s = static_cast<float>((z > 0.f) - (z < 0.f));
+    return std::floor(std::fabs(z) + 0.5f) * s;
+  }
+}
+
+struct ScalarArgs {
+  float below, above, scale, inv, clo, chi;
+};
+
+template <int M, bool CC>
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void scalar_loop(const float* __restrict x, float* __restrict y, int64_t n, ScalarArgs a) {
+  for (int64_t j = 0; j < n; ++j) {
+    float v = x[j];
+    v = v < a.below ? a.below : v;
+    v = v > a.above ? a.above : v;
+    float z = round_code<M>(v * a.scale);
+    if constexpr (CC) {
+      z = z < a.clo ? a.clo : z;
+      z = z > a.chi ? a.chi : z;
+    }
+    y[j] = z * a.inv;
+  }
+}
+
+template <int M>
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void element_loop(const float* __restrict x, float* __restrict y, int64_t n, const float* __restrict lo,
+                  const float* __restrict hi, const float* __restrict scale, const float* __restrict inv) {
+  for (int64_t j = 0; j < n; ++j) {
+    float v = x[j];
+    v = v < lo[j] ? lo[j] : v;
+    v = v > hi[j] ? hi[j] : v;
+    y[j] = round_code<M>(v * scale[j]) * inv[j];
+  }
+}
+
+template <int M>
+void dispatch_scalar(const float* x, float* y, int64_t n, const ScalarArgs& a, bool cc) {
+  if (cc) scalar_loop<M, true>(x, y, n, a);
+  else scalar_loop<M, false>(x, y, n, a);
+}
+
+constexpr int64_t kGrain = 1 << 15;
+
+void check_input(const Tensor& x) {
+  TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == at::kFloat,
+              "pquant kernels take float32 CPU tensors");
+}
+
+// y = q(x) without autograd.
+Tensor quantize_values(const Tensor& x_in, const FixedSpec& s) {
+  check_input(x_in);
+  Tensor x = x_in.contiguous();
+  Tensor y = at::empty_like(x, at::MemoryFormat::Contiguous);
+  const float* xp = x.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  int64_t n = x.numel();
+  if (s.per_element()) {
+    TORCH_CHECK(s.lo.numel() == n, "per-element format of ", s.lo.numel(), " elements for a tensor of ", n);
+    const float *lo = s.lo.data_ptr<float>(), *hi = s.hi.data_ptr<float>();
+    const float *sc = s.scale_t.data_ptr<float>(), *iv = s.inv_t.data_ptr<float>();
+    at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
+      const int64_t m = e - b;
+      switch (s.mode) {
+        case TRN: element_loop<TRN>(xp + b, yp + b, m, lo + b, hi + b, sc + b, iv + b); break;
+        case RND: element_loop<RND>(xp + b, yp + b, m, lo + b, hi + b, sc + b, iv + b); break;
+        case RND_CONV: element_loop<RND_CONV>(xp + b, yp + b, m, lo + b, hi + b, sc + b, iv + b); break;
+        case TRN_ZERO: element_loop<TRN_ZERO>(xp + b, yp + b, m, lo + b, hi + b, sc + b, iv + b); break;
+        case RND_ZERO: element_loop<RND_ZERO>(xp + b, yp + b, m, lo + b, hi + b, sc + b, iv + b); break;
+        case RND_MIN_INF: element_loop<RND_MIN_INF>(xp + b, yp + b, m, lo + b, hi + b, sc + b, iv + b); break;
+        default: element_loop<RND_INF>(xp + b, yp + b, m, lo + b, hi + b, sc + b, iv + b); break;
+      }
+    });
+    return y;
+  }
+  ScalarArgs a{static_cast<float>(s.below), static_cast<float>(s.above), static_cast<float>(s.scale),
+               static_cast<float>(s.inv), static_cast<float>(s.code_lo), static_cast<float>(s.code_hi)};
+  const bool cc = s.code_clip;
+  at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
+    const int64_t m = e - b;
+    switch (s.mode) {
+      case TRN: dispatch_scalar<TRN>(xp + b, yp + b, m, a, cc); break;
+      case RND: dispatch_scalar<RND>(xp + b, yp + b, m, a, cc); break;
+      case RND_CONV: dispatch_scalar<RND_CONV>(xp + b, yp + b, m, a, cc); break;
+      case TRN_ZERO: dispatch_scalar<TRN_ZERO>(xp + b, yp + b, m, a, cc); break;
+      case RND_ZERO: dispatch_scalar<RND_ZERO>(xp + b, yp + b, m, a, cc); break;
+      case RND_MIN_INF: dispatch_scalar<RND_MIN_INF>(xp + b, yp + b, m, a, cc); break;
+      default: dispatch_scalar<RND_INF>(xp + b, yp + b, m, a, cc); break;
+    }
+  });
+  return y;
+}
+
+// What the backward of a quantizer needs: the bounds (scalar) or the bound tensors.
+struct GradSpec {
+  bool active = false;
+  double below = 0, above = 0;
+  Tensor lo, hi;
+};
+
+GradSpec grad_spec(const FixedSpec* s) {
+  GradSpec g;
+  if (s == nullptr) return g;
+  g.active = true;
+  g.below = s->below;
+  g.above = s->above;
+  g.lo = s->lo;
+  g.hi = s->hi;
+  return g;
+}
+
+// Straight-through gradient of a quantizer with input x.
+Tensor quantize_grad(const Tensor& grad, const Tensor& x, const GradSpec& s) {
+  if (!s.active) return grad;
+  if (!s.lo.defined()) return at::hardtanh_backward(grad, x, s.below, s.above);
+  // clamp(x, lo, hi): where(lo <= x <= hi, grad, 0)
+  Tensor g = grad.contiguous(), xc = x.contiguous();
+  Tensor out = at::empty_like(g, at::MemoryFormat::Contiguous);
+  const float *gp = g.data_ptr<float>(), *xp = xc.data_ptr<float>();
+  const float *lo = s.lo.data_ptr<float>(), *hi = s.hi.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  at::parallel_for(0, g.numel(), kGrain, [&](int64_t b, int64_t e) {
+    for (int64_t j = b; j < e; ++j) op[j] = (xp[j] >= lo[j] && xp[j] <= hi[j]) ? gp[j] : 0.f;
+  });
+  return out;
+}
+
+void save_grad_spec(AutogradContext* ctx, const std::string& key, const GradSpec& s) {
+  if (!s.active) return;
+  ctx->saved_data[key + "_b"] = s.below;
+  ctx->saved_data[key + "_a"] = s.above;
+  if (s.lo.defined()) {
+    ctx->saved_data[key + "_lo"] = s.lo;
+    ctx->saved_data[key + "_hi"] = s.hi;
+  }
+}
+
+GradSpec load_grad_spec(AutogradContext* ctx, const std::string& key) {
+  GradSpec s;
+  auto it = ctx->saved_data.find(key + "_b");
+  if (it == ctx->saved_data.end()) return s;
+  s.active = true;
+  s.below = it->second.toDouble();
+  s.above = ctx->saved_data[key + "_a"].toDouble();
+  auto lo = ctx->saved_data.find(key + "_lo");
+  if (lo != ctx->saved_data.end()) {
+    s.lo = lo->second.toTensor();
+    s.hi = ctx->saved_data[key + "_hi"].toTensor();
+  }
+  return s;
+}
+
+// ------------------------------------------------------------------------------------ quantize
+struct QuantizeFn : public torch::autograd::Function<QuantizeFn> {
+  static Tensor forward(AutogradContext* ctx, const Tensor& x, const FixedSpec* spec) {
+    ctx->save_for_backward({x});
+    save_grad_spec(ctx, "q", grad_spec(spec));
+    return quantize_values(x, *spec);
+  }
+  static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
+    Tensor x = ctx->get_saved_variables()[0];
+    return {quantize_grad(grads[0], x, load_grad_spec(ctx, "q")), Tensor()};
+  }
+};
+
+Tensor quantize(const Tensor& x, const FixedSpec& spec) {
+  if (at::GradMode::is_enabled() && x.requires_grad()) return QuantizeFn::apply(x, &spec);
+  return quantize_values(x, spec);
+}
+
+// --------------------------------------------------------------------------------------- dense
+// Mirrors torch's mm_mat1_backward / mm_mat2_backward (the layout choices decide the BLAS call,
+// so they are reproduced to get the same bits).
+Tensor mat1_grad(const Tensor& grad, const Tensor& mat1, const Tensor& mat2) {
+  if (mat1.stride(0) == 1 && mat1.stride(1) == mat1.size(0)) return mat2.mm(grad.t()).t();
+  return grad.mm(mat2.t());
+}
+
+Tensor mat2_grad(const Tensor& grad, const Tensor& mat1, const Tensor& mat2) {
+  if (mat2.stride(0) == 1 && mat2.stride(1) == mat2.size(0)) return grad.t().mm(mat1).t();
+  return mat1.t().mm(grad);
+}
+
+struct DenseFn : public torch::autograd::Function<DenseFn> {
+  // Optional inputs are std::optional (undefined tensors cannot be autograd inputs).
+  static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& w,
+                        const std::optional<Tensor>& b_opt, const std::optional<Tensor>& mask_opt,
+                        const FixedSpec* qin, const FixedSpec* qw, const FixedSpec* qb,
+                        const FixedSpec* qout) {
+    Tensor b = b_opt.has_value() ? *b_opt : Tensor();
+    Tensor mask = mask_opt.has_value() ? *mask_opt : Tensor();
+    Tensor xq = qin ? quantize_values(x, *qin) : x;
+    Tensor wm = mask.defined() ? w * mask : w;
+    Tensor wq = qw ? quantize_values(wm, *qw) : wm;
+    Tensor bq = (b.defined() && qb) ? quantize_values(b, *qb) : b;
+    Tensor wt = wq.t();
+    Tensor y = bq.defined() ? at::addmm(bq, xq, wt) : at::mm(xq, wt);
+    Tensor out = qout ? quantize_values(y, *qout) : y;
+    ctx->save_for_backward({qin ? x : Tensor(), xq, qw ? wm : Tensor(), mask, wq, qb ? b : Tensor(),
+                            qout ? y : Tensor()});
+    save_grad_spec(ctx, "in", grad_spec(qin));
+    save_grad_spec(ctx, "w", grad_spec(qw));
+    save_grad_spec(ctx, "b", grad_spec(qb));
+    save_grad_spec(ctx, "out", grad_spec(qout));
+    ctx->saved_data["has_bias"] = b.defined();
+    if (b.defined()) ctx->saved_data["bias_sizes"] = b.sizes().vec();
+    return out;
+  }
+
+  static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const Tensor &x = saved[0], &xq = saved[1], &wm = saved[2], &mask = saved[3], &wq = saved[4],
+                 &b = saved[5], &y = saved[6];
+    Tensor gy = quantize_grad(grads[0], y, load_grad_spec(ctx, "out"));
+    Tensor gx, gw, gb;
+    Tensor wt = wq.t();
+    if (ctx->needs_input_grad(0)) {
+      gx = mat1_grad(gy, xq, wt);
+      gx = quantize_grad(gx, x, load_grad_spec(ctx, "in"));
+    }
+    if (ctx->needs_input_grad(1)) {
+      gw = mat2_grad(gy, xq, wt).t();
+      gw = quantize_grad(gw, wm, load_grad_spec(ctx, "w"));
+      if (mask.defined()) gw = gw * mask;
+    }
+    // needs_input_grad counts tensor inputs only: x, w, then the bias when there is one
+    if (ctx->saved_data["has_bias"].toBool() && ctx->needs_input_grad(2)) {
+      auto sizes = ctx->saved_data["bias_sizes"].toIntVector();
+      gb = at::sum_to(gy, sizes);
+      gb = quantize_grad(gb, b, load_grad_spec(ctx, "b"));
+    }
+    return {gx, gw, gb, Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
+  }
+};
+
+Tensor dense(const Tensor& x, const Tensor& w, const std::optional<Tensor>& b,
+             const std::optional<Tensor>& mask, const FixedSpec* qin, const FixedSpec* qw,
+             const FixedSpec* qb, const FixedSpec* qout) {
+  TORCH_CHECK(x.dim() == 2 && w.dim() == 2, "pquant dense kernel: 2-D input and weight");
+  check_input(x);
+  check_input(w);
+  return DenseFn::apply(x, w, b, mask, qin, qw, qb, qout);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  py::class_<FixedSpec>(m, "FixedSpec")
+      .def(py::init([](double below, double above, double scale, double inv, int mode,
+                       std::optional<std::pair<double, double>> code_clip) {
+             FixedSpec s;
+             s.below = below;
+             s.above = above;
+             s.scale = scale;
+             s.inv = inv;
+             s.mode = mode;
+             if (code_clip) {
+               s.code_clip = true;
+               s.code_lo = code_clip->first;
+               s.code_hi = code_clip->second;
+             }
+             return s;
+           }),
+           py::arg("below"), py::arg("above"), py::arg("scale"), py::arg("inv_scale"), py::arg("mode"),
+           py::arg("code_clip") = py::none())
+      .def_static("per_element", [](Tensor lo, Tensor hi, Tensor scale, Tensor inv, int mode) {
+             FixedSpec s;
+             for (Tensor* t : {&lo, &hi, &scale, &inv}) {
+               check_input(*t);
+               *t = t->contiguous();
+             }
+             s.lo = lo;
+             s.hi = hi;
+             s.scale_t = scale;
+             s.inv_t = inv;
+             s.mode = mode;
+             return s;
+           })
+      .def_property_readonly("per_element_format", &FixedSpec::per_element);
+  m.def("quantize", &quantize, "fixed-point quantization (one pass, straight-through gradient)",
+        py::arg("x"), py::arg("spec"));
+  m.def("dense", &dense, "fused quantized/masked linear layer (one autograd node)", py::arg("x"),
+        py::arg("weight"), py::arg("bias"), py::arg("mask"), py::arg("q_in"), py::arg("q_w"),
+        py::arg("q_b"), py::arg("q_out"));
+}

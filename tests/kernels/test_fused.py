@@ -1,0 +1,223 @@
+"""The fused CPU kernels give exactly the pure-torch results (values and gradients)."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from pquant import add_compression_layers, kernels, load_config
+from pquant.nn.dense import PQDense
+from pquant.pruning.base import EpochInfo, Stage
+from pquant.pruning.pdp import PDP, PDPConfig
+from pquant.quant.granularity import Granularity  # noqa: F401  (import check)
+from pquant.quant.modes import OverflowMode, RoundMode
+from pquant.quant.quantizer import FixedPointQuantizer
+
+
+@contextlib.contextmanager
+def use_kernels(on: bool, monkeypatch):
+    monkeypatch.setenv("PQUANT_KERNELS", "on" if on else "off")
+    kernels.reset()
+    try:
+        if on and kernels.get() is None:  # pragma: no cover - PQUANT_KERNELS=on raises instead
+            pytest.skip("kernels unavailable")
+        yield
+    finally:
+        monkeypatch.delenv("PQUANT_KERNELS")
+        kernels.reset()
+
+
+def both(monkeypatch, fn):
+    """``fn()`` with the kernels on and off (fresh objects each time)."""
+    out = []
+    for on in (True, False):
+        with use_kernels(on, monkeypatch):
+            out.append(fn())
+    return out
+
+
+def assert_same(a, b):
+    for x, y in zip(a, b, strict=True):
+        if x is None or y is None:
+            assert x is None and y is None
+            continue
+        assert x.shape == y.shape
+        assert torch.equal(x, y), (x - y).abs().max()
+
+
+def _values(n: int = 4096) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    lsb_halves = torch.arange(-600, 600, dtype=torch.float32) / 64.0  # ties of every grid used
+    extremes = torch.tensor([0.0, -0.0, 1e-30, -1e-30, 1e6, -1e6, 7.99, -8.0, 8.0])
+    return torch.cat([torch.randn(n, generator=g) * 6, lsb_halves, extremes])
+
+
+FORMATS = [(1, 3, 4), (0, 3, 5), (1, 0, 7), (1, -2, 5), (1, 4, -1), (0, 0, 1)]
+
+
+@pytest.mark.parametrize("round_mode", list(RoundMode))
+@pytest.mark.parametrize("overflow_mode", [OverflowMode.SAT, OverflowMode.SAT_SYM])
+@pytest.mark.parametrize("training", [True, False])
+def test_scalar_quantizer_matches(monkeypatch, round_mode, overflow_mode, training):
+    x0 = _values()
+
+    def run():
+        outs = []
+        for k, i, f in FORMATS:
+            q = FixedPointQuantizer(k, i, f, round_mode, overflow_mode).train(training)
+            x = x0.clone().requires_grad_(True)
+            y = q(x)
+            (y * torch.linspace(-1, 1, y.numel())).sum().backward()
+            outs += [y.detach(), x.grad]
+        return outs
+
+    on, off = both(monkeypatch, run)
+    assert_same(on, off)
+
+
+@pytest.mark.parametrize("round_mode", [RoundMode.RND, RoundMode.TRN, RoundMode.RND_CONV,
+                                        RoundMode.RND_ZERO])
+def test_per_channel_and_per_weight_match(monkeypatch, round_mode):
+    g = torch.Generator().manual_seed(1)
+    w0 = torch.randn(16, 8, generator=g) * 3
+
+    def run():
+        outs = []
+        for shape in ((16, 1), (16, 8)):
+            i = torch.randint(-1, 3, shape, generator=torch.Generator().manual_seed(2)).float()
+            q = FixedPointQuantizer(1, 0, 4, round_mode, "SAT", shape=shape)
+            q.set_format(i=i, f=6 - i)
+            w = w0.clone().requires_grad_(True)
+            y = q(w)
+            (y * y).sum().backward()
+            outs += [y.detach(), w.grad]
+            if shape == (16, 1):  # another shape than the spec was built for still works
+                outs.append(q(w0[:, :3]).detach())
+        return outs
+
+    on, off = both(monkeypatch, run)
+    assert_same(on, off)
+
+
+def test_wrap_modes_fall_back(monkeypatch):
+    x0 = _values()
+
+    def run():
+        q = FixedPointQuantizer(1, 2, 3, "RND", "WRAP").eval()
+        return [q(x0)]
+
+    on, off = both(monkeypatch, run)
+    assert_same(on, off)
+
+
+# ---------------------------------------------------------------------------------- dense layer
+def _dense(stage: Stage, *, bias=True, structured=False, per_channel=False, quant_in=True,
+           bypass_out=False):
+    torch.manual_seed(3)
+    q = lambda k, i, f: FixedPointQuantizer(k, i, f, "RND", "SAT")  # noqa: E731
+    weight_q = q(1, 0, 7)
+    if per_channel:
+        weight_q = FixedPointQuantizer(1, 0, 7, "RND", "SAT", shape=(24, 1))
+        weight_q.set_format(i=torch.arange(24.0).remainder(3).view(24, 1) - 1)
+    pruning = PDP(PDPConfig(sparsity=0.5, structured_pruning=structured), (24, 16), "linear")
+    layer = PQDense(16, 24, bias=bias, input_quantizer=q(1, 3, 4) if quant_in else None,
+                    weight_quantizer=weight_q, bias_quantizer=q(1, 0, 7) if bias else None,
+                    output_quantizer=q(1, 3, 4), pruning=pruning)
+    nn.init.uniform_(layer.weight, -1.2, 1.2)  # some weights saturate the <8,1> format
+    if bias:
+        nn.init.uniform_(layer.bias, -1.5, 1.5)
+    if stage is not Stage.PRETRAINING:
+        pruning.on_pretraining_end()
+        pruning.on_epoch_start(EpochInfo(Stage.TRAINING, 0, 2))
+    if stage is Stage.FINETUNING:
+        pruning.on_finetuning_start(layer.weight)
+    if bypass_out:
+        layer.output_quantizer.enabled = False
+    return layer
+
+
+@pytest.mark.parametrize("stage", list(Stage))
+@pytest.mark.parametrize("variant", [
+    {}, {"bias": False}, {"structured": True}, {"per_channel": True}, {"quant_in": False},
+    {"bypass_out": True},
+])
+def test_dense_layer_matches(monkeypatch, stage, variant):
+    g = torch.Generator().manual_seed(4)
+    x0 = torch.randn(64, 16, generator=g) * 4
+    grad_out = torch.randn(64, 24, generator=g)
+
+    def run():
+        layer = _dense(stage, **variant)
+        x = x0.clone().requires_grad_(True)
+        y = layer(x)
+        y.backward(grad_out)
+        return [y.detach(), x.grad, layer.weight.grad, None if layer.bias is None else
+                layer.bias.grad, layer.effective_weight().detach()]
+
+    on, off = both(monkeypatch, run)
+    assert_same(on, off)
+
+
+def test_dense_uses_one_autograd_node(monkeypatch):
+    with use_kernels(True, monkeypatch):
+        layer = _dense(Stage.FINETUNING)
+        y = layer(torch.randn(8, 16))
+        assert "DenseFn" in y.grad_fn.name()
+        # weight and bias feed the node directly: no separate mask/quantizer/addmm nodes
+        leaves = [type(fn).__name__ for fn, _ in y.grad_fn.next_functions if fn is not None]
+        assert leaves == ["AccumulateGrad", "AccumulateGrad"]
+        kept = layer.kept_weights()  # after a fused forward: from the effective weight
+        assert torch.equal(kept, (layer.effective_weight() != 0).float())
+        assert torch.equal(kept * layer.hard_mask(), kept) and kept.sum() < kept.numel()
+        with torch.no_grad():  # eval without a graph keeps the cached generic path
+            assert layer.eval()(torch.randn(8, 16)).grad_fn is None
+        x3 = torch.randn(2, 8, 16)  # 3-D input: generic path
+        assert layer.train()(x3).grad_fn is not None
+        assert layer(x3.double().float()).shape == (2, 8, 24)
+
+
+def test_training_steps_identical(monkeypatch):
+    """Several optimizer steps of the default MLP in every stage: same parameters bit for bit."""
+    cfg = load_config([])
+    torch.manual_seed(0)
+    base = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 32), nn.ReLU(),
+                         nn.Linear(32, 10))
+    x = torch.randn(256, 64)
+    y = torch.randint(0, 10, (256,))
+
+    def run():
+        model = add_compression_layers(copy.deepcopy(base), cfg)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+        methods = [m.pruning for m in model.modules() if isinstance(m, PQDense)]
+        for stage in Stage:
+            for m, layer in zip(methods, [m for m in model.modules() if isinstance(m, PQDense)]):
+                if stage is Stage.TRAINING:
+                    m.on_pretraining_end()
+                    m.on_epoch_start(EpochInfo(Stage.TRAINING, 30, 60))
+                elif stage is Stage.FINETUNING:
+                    m.on_finetuning_start(layer.weight)
+            for _ in range(3):
+                loss = nn.functional.cross_entropy(model(x), y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        return [p.detach().clone() for p in model.parameters()]
+
+    on, off = both(monkeypatch, run)
+    assert_same(on, off)
+
+
+def test_setting_is_validated(monkeypatch):
+    monkeypatch.setenv("PQUANT_KERNELS", "fast")
+    with pytest.raises(ValueError, match=r"PQUANT_KERNELS must be one of \['auto', 'on', 'off'\]"):
+        kernels.setting()
+    monkeypatch.setenv("PQUANT_KERNELS", "0")
+    assert kernels.setting() == "off"
+    kernels.reset()
+    assert "off" in kernels.status()
+    monkeypatch.delenv("PQUANT_KERNELS")
+    kernels.reset()
