@@ -8,9 +8,10 @@
 //   quantize(x, spec)      fixed-point quantization of a constant saturating format, one pass;
 //                          straight-through gradient (hardtanh semantics for scalar formats,
 //                          clamp semantics for per-element formats)
-//   dense(x, w, b, mask, q_in, q_w, q_b, q_out)
+//   dense(x, w, b, mask, q_in, q_w, q_b, q_out, soft)
 //                          q_out(addmm(q_b(b), q_in(x), q_w(w * mask)^T)) as one autograd node,
-//                          with the backward of addmm written out as autograd computes it.
+//                          with the backward of addmm written out as autograd computes it;
+//                          with ``soft`` the mask is PDP's soft mask of the scores in ``mask``.
 
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
@@ -235,23 +236,36 @@ Tensor mat2_grad(const Tensor& grad, const Tensor& mat1, const Tensor& mat2) {
   return mat1.t().mm(grad);
 }
 
+// PDP's soft mask sigmoid(clamp((score - threshold) * inv_tau, -clip, clip)).
+struct SoftMask {
+  double threshold, inv_tau, clip;
+};
+
 struct DenseFn : public torch::autograd::Function<DenseFn> {
   // Optional inputs are std::optional (undefined tensors cannot be autograd inputs).
   static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& w,
                         const std::optional<Tensor>& b_opt, const std::optional<Tensor>& mask_opt,
                         const FixedSpec* qin, const FixedSpec* qw, const FixedSpec* qb,
-                        const FixedSpec* qout) {
+                        const FixedSpec* qout, const std::optional<SoftMask>& soft) {
     Tensor b = b_opt.has_value() ? *b_opt : Tensor();
     Tensor mask = mask_opt.has_value() ? *mask_opt : Tensor();
     Tensor xq = qin ? quantize_values(x, *qin) : x;
-    Tensor wm = mask.defined() ? w * mask : w;
+    Tensor wm, smask;
+    if (soft) {
+      // PDP (pquant.pruning.pdp._SoftMaskedWeight): ``mask`` holds the scores w**2
+      smask = at::sub(mask, soft->threshold).mul_(soft->inv_tau).clamp_(-soft->clip, soft->clip).sigmoid_();
+      wm = w * smask;
+      ctx->saved_data["inv_tau"] = soft->inv_tau;
+    } else {
+      wm = mask.defined() ? w * mask : w;
+    }
     Tensor wq = qw ? quantize_values(wm, *qw) : wm;
     Tensor bq = (b.defined() && qb) ? quantize_values(b, *qb) : b;
     Tensor wt = wq.t();
     Tensor y = bq.defined() ? at::addmm(bq, xq, wt) : at::mm(xq, wt);
     Tensor out = qout ? quantize_values(y, *qout) : y;
     ctx->save_for_backward({qin ? x : Tensor(), xq, qw ? wm : Tensor(), mask, wq, qb ? b : Tensor(),
-                            qout ? y : Tensor()});
+                            qout ? y : Tensor(), smask});
     save_grad_spec(ctx, "in", grad_spec(qin));
     save_grad_spec(ctx, "w", grad_spec(qw));
     save_grad_spec(ctx, "b", grad_spec(qb));
@@ -264,7 +278,7 @@ struct DenseFn : public torch::autograd::Function<DenseFn> {
   static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
     auto saved = ctx->get_saved_variables();
     const Tensor &x = saved[0], &xq = saved[1], &wm = saved[2], &mask = saved[3], &wq = saved[4],
-                 &b = saved[5], &y = saved[6];
+                 &b = saved[5], &y = saved[6], &smask = saved[7];
     Tensor gy = quantize_grad(grads[0], y, load_grad_spec(ctx, "out"));
     Tensor gx, gw, gb;
     Tensor wt = wq.t();
@@ -275,7 +289,14 @@ struct DenseFn : public torch::autograd::Function<DenseFn> {
     if (ctx->needs_input_grad(1)) {
       gw = mat2_grad(gy, xq, wt).t();
       gw = quantize_grad(gw, wm, load_grad_spec(ctx, "w"));
-      if (mask.defined()) gw = gw * mask;
+      if (smask.defined()) {
+        // d/dw [w * sigmoid((w**2 - t) / tau)] = m + (2 / tau) * w**2 * m * (1 - m)
+        double inv_tau = ctx->saved_data["inv_tau"].toDouble();
+        Tensor slope = at::addcmul(smask, smask, smask, -1.0).mul_(mask);
+        gw = gw * slope.mul_(2.0 * inv_tau).add_(smask);
+      } else if (mask.defined()) {
+        gw = gw * mask;
+      }
     }
     // needs_input_grad counts tensor inputs only: x, w, then the bias when there is one
     if (ctx->saved_data["has_bias"].toBool() && ctx->needs_input_grad(2)) {
@@ -283,17 +304,22 @@ struct DenseFn : public torch::autograd::Function<DenseFn> {
       gb = at::sum_to(gy, sizes);
       gb = quantize_grad(gb, b, load_grad_spec(ctx, "b"));
     }
-    return {gx, gw, gb, Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
+    return {gx, gw, gb, Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
   }
 };
 
 Tensor dense(const Tensor& x, const Tensor& w, const std::optional<Tensor>& b,
              const std::optional<Tensor>& mask, const FixedSpec* qin, const FixedSpec* qw,
-             const FixedSpec* qb, const FixedSpec* qout) {
+             const FixedSpec* qb, const FixedSpec* qout, std::optional<std::tuple<double, double, double>> soft) {
   TORCH_CHECK(x.dim() == 2 && w.dim() == 2, "pquant dense kernel: 2-D input and weight");
   check_input(x);
   check_input(w);
-  return DenseFn::apply(x, w, b, mask, qin, qw, qb, qout);
+  std::optional<SoftMask> sm;
+  if (soft) {
+    TORCH_CHECK(mask.has_value(), "pquant dense kernel: the soft mask needs the scores");
+    sm = SoftMask{std::get<0>(*soft), std::get<1>(*soft), std::get<2>(*soft)};
+  }
+  return DenseFn::apply(x, w, b, mask, qin, qw, qb, qout, sm);
 }
 
 }  // namespace
@@ -335,5 +361,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("x"), py::arg("spec"));
   m.def("dense", &dense, "fused quantized/masked linear layer (one autograd node)", py::arg("x"),
         py::arg("weight"), py::arg("bias"), py::arg("mask"), py::arg("q_in"), py::arg("q_w"),
-        py::arg("q_b"), py::arg("q_out"));
+        py::arg("q_b"), py::arg("q_out"), py::arg("soft") = py::none());
 }

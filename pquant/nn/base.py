@@ -45,7 +45,7 @@ class PQModule:
         q = self.output_quantizer
         if q is not None:
             y = q.forward(y)
-        self._shapes = (x.shape, y.shape)
+        self.__dict__["_shapes"] = (x.shape, y.shape)  # (plain attribute; skips Module.__setattr__)
         return y
 
     # ------------------------------------------------------------------ shapes and bits

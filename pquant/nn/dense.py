@@ -70,13 +70,12 @@ class PQDense(CompressedWeightMixin, nn.Linear):
     def _fused_specs(self, x: torch.Tensor):
         """Specs of the four quantizers for the fused kernel (None entries: identity), or None
         when one of them cannot be fused. Cached until a format or a train/eval flag changes."""
-        quantizers = (self.input_quantizer, self.weight_quantizer, self.bias_quantizer,
-                      self.output_quantizer)
-        key = (Quantizer.format_epoch, self.training,
-               *(None if q is None else q.training for q in quantizers))
+        key = (Quantizer.format_epoch, Quantizer.mode_epoch)
         d = self.__dict__
         if d.get("_fused_key") == key:
             return d["_fused_value"]
+        quantizers = (self.input_quantizer, self.weight_quantizer, self.bias_quantizer,
+                      self.output_quantizer)
         likes = (x, self.weight, self.bias, x)
         specs = []
         for q, like in zip(quantizers, likes):
@@ -102,13 +101,13 @@ class PQDense(CompressedWeightMixin, nn.Linear):
         specs = self._fused_specs(x)
         if specs is None:
             return None
-        mask = None
+        mask = soft = None
         prune = self.pruning
         if prune is not None:
-            weight, mask = prune.fused_weight(weight)
+            weight, mask, soft = prune.fused_weight(weight)
             if bias is not None and prune.masks_bias:
                 bias = prune.prune_bias(bias)
-        y = ext.dense(x, weight, bias, mask, *specs)
+        y = ext.dense(x, weight, bias, mask, *specs, soft)
         d = self.__dict__
         d["_shapes"] = (x.shape, y.shape)
         d["_last_weight"] = None

@@ -59,7 +59,7 @@ class CompressedWeightMixin(PQModule):
         y = self._op(xq, weight, bias)
         if q_out is not None:
             y = q_out.forward(y)
-        self._shapes = (x.shape, y.shape)
+        self.__dict__["_shapes"] = (x.shape, y.shape)  # (plain attribute; skips Module.__setattr__)
         return y
 
     # ------------------------------------------------------------------ effective tensors

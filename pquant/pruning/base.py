@@ -162,11 +162,12 @@ class PruningMethod(nn.Module):
     def forward(self, weight: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def fused_weight(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``(w, mask)`` with ``forward(weight) == w * mask`` (``mask`` None: ``w`` itself), for
-        the fused kernels, which apply a constant mask themselves. The default hands over the
-        method's own (differentiable) forward; methods with a frozen mask return it."""
-        return self.forward(weight), None
+    def fused_weight(self, weight: torch.Tensor) -> tuple:
+        """``(w, mask, soft)`` for the fused kernels (:mod:`pquant.kernels`), which apply the mask
+        themselves: ``forward(weight) == w * mask`` (``mask`` None: ``w`` itself), or with
+        ``soft = (threshold, 1 / temperature, clip)`` PDP's soft mask of the scores in ``mask``.
+        The default hands over the method's own (differentiable) forward."""
+        return self.forward(weight), None, None
 
     def hard_mask(self, weight: torch.Tensor) -> torch.Tensor:
         """Binary mask (broadcastable to the weight) of the weights this method keeps."""

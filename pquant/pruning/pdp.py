@@ -140,11 +140,17 @@ class PDP(PruningMethod):
             return weight
         return weight * self.mask
 
-    def fused_weight(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def fused_weight(self, weight: torch.Tensor) -> tuple:
         stage = self._stage_cache
         if stage is Stage.TRAINING:
-            return self.forward(weight), None
-        return weight, (None if stage is Stage.PRETRAINING else self.mask)
+            if self.config.structured_pruning or not torch.is_grad_enabled():
+                return self.forward(weight), None, None
+            scores = weight.detach().square()
+            threshold = self._threshold(scores)
+            if threshold is None or isinstance(threshold, torch.Tensor):
+                return self.forward(weight), None, None
+            return weight, scores, (threshold, 1.0 / self.config.temperature, LOGIT_CLIP)
+        return weight, (None if stage is Stage.PRETRAINING else self.mask), None
 
     def hard_mask(self, weight: torch.Tensor) -> torch.Tensor:
         if self.stage is Stage.TRAINING:

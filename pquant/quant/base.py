@@ -23,6 +23,8 @@ class Quantizer(nn.Module):
     #: bumped whenever any quantizer's format or enabled flag changes; skips granted by graph
     #: analysis record the value they were granted under and lapse when it moves on.
     format_epoch = 0
+    #: bumped whenever a quantizer switches between training and eval behaviour
+    mode_epoch = 0
     supports_bypass = False
     learnable = False
     round_mode: RoundMode
@@ -31,6 +33,11 @@ class Quantizer(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self._enabled = True
+
+    def train(self, mode: bool = True):
+        if bool(mode) != self.training:
+            Quantizer.mode_epoch += 1
+        return super().train(mode)
 
     @property
     def enabled(self) -> bool:
