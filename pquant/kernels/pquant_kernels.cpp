@@ -11,14 +11,18 @@
 //   dense(x, w, b, mask, q_in, q_w, q_b, q_out, soft)
 //                          q_out(addmm(q_b(b), q_in(x), q_w(w * mask)^T)) as one autograd node,
 //                          with the backward of addmm written out as autograd computes it;
-//                          with ``soft`` the mask is PDP's soft mask of the scores in ``mask``.
+//                          with ``soft = (n_below, 1/temperature, clip)`` the mask is PDP's
+//                          soft mask (scores, exact threshold and sigmoid computed here).
 
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <ATen/ExpandUtils.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <tuple>
 
 namespace {
 
@@ -236,10 +240,95 @@ Tensor mat2_grad(const Tensor& grad, const Tensor& mat1, const Tensor& mat2) {
   return mat1.t().mm(grad);
 }
 
-// PDP's soft mask sigmoid(clamp((score - threshold) * inv_tau, -clip, clip)).
+// PDP's soft mask sigmoid(clamp((score - threshold) * inv_tau, -clip, clip)) with score = w**2
+// and the threshold midway between the n_below-th and the (n_below + 1)-th smallest score
+// (pquant.pruning.pdp._SoftMaskedWeight and pquant.pruning.select.midpoint_threshold).
 struct SoftMask {
-  double threshold, inv_tau, clip;
+  int64_t n_below;
+  double inv_tau, clip;
 };
+
+// The k-th smallest (0-based) of n keys, where the keys are the bit patterns of non-negative
+// floats (their order is the float order; NaNs sort last, as in numpy). Exact: radix select over
+// 11/11/10-bit digits. Also returns the (k+1)-th smallest when it is found on the way.
+struct Selected {
+  uint32_t kth;
+  bool has_next;
+  uint32_t next;
+};
+
+Selected radix_select(const uint32_t* keys, int64_t n, int64_t k) {
+  static constexpr int kShift[3] = {21, 10, 0};
+  static constexpr int kWidth[3] = {11, 11, 10};
+  uint32_t prefix = 0, fixed = 0;
+  int64_t rank = k;
+  int64_t hist[2048];
+  Selected out{0, false, 0};
+  for (int pass = 0; pass < 3; ++pass) {
+    const int shift = kShift[pass];
+    const uint32_t digit_mask = (1u << kWidth[pass]) - 1u;
+    std::fill(hist, hist + digit_mask + 1, 0);
+    for (int64_t j = 0; j < n; ++j) {
+      const uint32_t key = keys[j];
+      if ((key & fixed) == prefix) ++hist[(key >> shift) & digit_mask];
+    }
+    uint32_t d = 0;
+    int64_t below = 0;
+    while (below + hist[d] <= rank) below += hist[d++];
+    rank -= below;
+    prefix |= d << shift;
+    fixed |= digit_mask << shift;
+    if (pass == 2) {
+      out.kth = prefix;
+      if (rank + 1 < hist[d]) {  // ties: the next one is the same value
+        out.has_next = true;
+        out.next = prefix;
+      } else {
+        for (uint32_t e = d + 1; e <= digit_mask; ++e) {
+          if (hist[e] > 0) {
+            out.has_next = true;
+            out.next = (prefix & ~digit_mask) | e;
+            break;
+          }
+        }
+      }
+    }
+  }
+  return out;
+}
+
+float bits_to_float(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+// (scores, soft mask) for PDP; scores = w * w, mask as described above.
+std::pair<Tensor, Tensor> pdp_soft_mask(const Tensor& w_in, const SoftMask& soft) {
+  Tensor w = w_in.contiguous();
+  const int64_t n = w.numel();
+  TORCH_CHECK(soft.n_below >= 1 && soft.n_below < n, "pdp soft mask: n_below out of range");
+  Tensor scores = at::empty_like(w, at::MemoryFormat::Contiguous);
+  const float* wp = w.data_ptr<float>();
+  float* sp = scores.data_ptr<float>();
+  for (int64_t j = 0; j < n; ++j) sp[j] = wp[j] * wp[j];
+  const uint32_t* keys = reinterpret_cast<const uint32_t*>(sp);
+  Selected sel = radix_select(keys, n, soft.n_below - 1);
+  if (!sel.has_next) sel.next = radix_select(keys, n, soft.n_below).kth;
+  const float low = bits_to_float(sel.kth), high = bits_to_float(sel.next);
+  const float threshold = high - (high - low) * 0.5f;
+  const float inv_tau = static_cast<float>(soft.inv_tau);
+  const float clip = static_cast<float>(soft.clip);
+  Tensor mask = at::empty_like(scores, at::MemoryFormat::Contiguous);
+  float* mp = mask.data_ptr<float>();
+  for (int64_t j = 0; j < n; ++j) {
+    float v = (sp[j] - threshold) * inv_tau;
+    v = v < -clip ? -clip : v;
+    mp[j] = v > clip ? clip : v;
+  }
+  mask.sigmoid_();
+  return {scores, mask};
+}
 
 struct DenseFn : public torch::autograd::Function<DenseFn> {
   // Optional inputs are std::optional (undefined tensors cannot be autograd inputs).
@@ -252,8 +341,7 @@ struct DenseFn : public torch::autograd::Function<DenseFn> {
     Tensor xq = qin ? quantize_values(x, *qin) : x;
     Tensor wm, smask;
     if (soft) {
-      // PDP (pquant.pruning.pdp._SoftMaskedWeight): ``mask`` holds the scores w**2
-      smask = at::sub(mask, soft->threshold).mul_(soft->inv_tau).clamp_(-soft->clip, soft->clip).sigmoid_();
+      std::tie(mask, smask) = pdp_soft_mask(w, *soft);  // ``mask`` now holds the scores
       wm = w * smask;
       ctx->saved_data["inv_tau"] = soft->inv_tau;
     } else {
@@ -310,16 +398,30 @@ struct DenseFn : public torch::autograd::Function<DenseFn> {
 
 Tensor dense(const Tensor& x, const Tensor& w, const std::optional<Tensor>& b,
              const std::optional<Tensor>& mask, const FixedSpec* qin, const FixedSpec* qw,
-             const FixedSpec* qb, const FixedSpec* qout, std::optional<std::tuple<double, double, double>> soft) {
+             const FixedSpec* qb, const FixedSpec* qout,
+             std::optional<std::tuple<int64_t, double, double>> soft) {
   TORCH_CHECK(x.dim() == 2 && w.dim() == 2, "pquant dense kernel: 2-D input and weight");
   check_input(x);
   check_input(w);
   std::optional<SoftMask> sm;
   if (soft) {
-    TORCH_CHECK(mask.has_value(), "pquant dense kernel: the soft mask needs the scores");
+    TORCH_CHECK(!mask.has_value(), "pquant dense kernel: a mask or a soft mask, not both");
     sm = SoftMask{std::get<0>(*soft), std::get<1>(*soft), std::get<2>(*soft)};
   }
   return DenseFn::apply(x, w, b, mask, qin, qw, qb, qout, sm);
+}
+
+// For tests: pquant.pruning.select.midpoint_threshold of non-negative float32 scores.
+double midpoint_threshold(const Tensor& scores_in, int64_t n_below) {
+  Tensor scores = scores_in.contiguous();
+  check_input(scores);
+  const int64_t n = scores.numel();
+  TORCH_CHECK(n_below >= 1 && n_below < n, "n_below must lie in [1, numel - 1]");
+  const uint32_t* keys = reinterpret_cast<const uint32_t*>(scores.data_ptr<float>());
+  Selected sel = radix_select(keys, n, n_below - 1);
+  if (!sel.has_next) sel.next = radix_select(keys, n, n_below).kth;
+  const float low = bits_to_float(sel.kth), high = bits_to_float(sel.next);
+  return high - (high - low) * 0.5f;
 }
 
 }  // namespace
@@ -359,6 +461,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       .def_property_readonly("per_element_format", &FixedSpec::per_element);
   m.def("quantize", &quantize, "fixed-point quantization (one pass, straight-through gradient)",
         py::arg("x"), py::arg("spec"));
+  m.def("midpoint_threshold", &midpoint_threshold, "exact PDP threshold (radix select)");
   m.def("dense", &dense, "fused quantized/masked linear layer (one autograd node)", py::arg("x"),
         py::arg("weight"), py::arg("bias"), py::arg("mask"), py::arg("q_in"), py::arg("q_w"),
         py::arg("q_b"), py::arg("q_out"), py::arg("soft") = py::none());

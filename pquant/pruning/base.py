@@ -165,7 +165,7 @@ class PruningMethod(nn.Module):
     def fused_weight(self, weight: torch.Tensor) -> tuple:
         """``(w, mask, soft)`` for the fused kernels (:mod:`pquant.kernels`), which apply the mask
         themselves: ``forward(weight) == w * mask`` (``mask`` None: ``w`` itself), or with
-        ``soft = (threshold, 1 / temperature, clip)`` PDP's soft mask of the scores in ``mask``.
+        ``soft = (n_prune, 1 / temperature, clip)`` PDP's soft mask computed by the kernel.
         The default hands over the method's own (differentiable) forward."""
         return self.forward(weight), None, None
 

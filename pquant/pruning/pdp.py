@@ -105,11 +105,14 @@ class PDP(PruningMethod):
 
     def _threshold(self, scores: torch.Tensor) -> float | torch.Tensor | None:
         """Midpoint between the largest pruned and the smallest kept score (None: prune nothing)."""
-        n = scores.numel()
-        n_prune = min(int(round(self._ratio * n)), n - 1)
+        n_prune = self._n_prune(scores.numel())
         if n_prune <= 0:
             return None
         return midpoint_threshold(scores, n_prune)
+
+    def _n_prune(self, n: int) -> int:
+        """How many of ``n`` scores fall below the threshold at the current ratio."""
+        return min(int(round(self._ratio * n)), n - 1)
 
     def soft_mask(self, weight: torch.Tensor) -> torch.Tensor:
         """Soft mask for the current target ``ratio`` (differentiable w.r.t. ``weight``).
@@ -145,11 +148,10 @@ class PDP(PruningMethod):
         if stage is Stage.TRAINING:
             if self.config.structured_pruning or not torch.is_grad_enabled():
                 return self.forward(weight), None, None
-            scores = weight.detach().square()
-            threshold = self._threshold(scores)
-            if threshold is None or isinstance(threshold, torch.Tensor):
-                return self.forward(weight), None, None
-            return weight, scores, (threshold, 1.0 / self.config.temperature, LOGIT_CLIP)
+            n_prune = self._n_prune(weight.numel())
+            if n_prune <= 0:
+                return weight, None, None
+            return weight, None, (n_prune, 1.0 / self.config.temperature, LOGIT_CLIP)
         return weight, (None if stage is Stage.PRETRAINING else self.mask), None
 
     def hard_mask(self, weight: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -221,3 +223,46 @@ def test_setting_is_validated(monkeypatch):
     assert "off" in kernels.status()
     monkeypatch.delenv("PQUANT_KERNELS")
     kernels.reset()
+
+
+@pytest.mark.parametrize("case", ["random", "ties", "zeros", "tiny", "huge"])
+def test_radix_threshold_matches_numpy(monkeypatch, case):
+    from pquant.pruning.select import midpoint_threshold
+
+    with use_kernels(True, monkeypatch):
+        ext = kernels.get()
+        g = torch.Generator().manual_seed(5)
+        w = torch.randn(4096, generator=g)
+        if case == "ties":
+            w = torch.randint(-8, 9, (4096,), generator=g).float() / 4
+        elif case == "zeros":
+            w[::3] = 0.0
+        elif case == "tiny":
+            w = w * 1e-20  # squares are denormal
+        elif case == "huge":
+            w[:7] = float("inf")
+        scores = w.square()
+        for n_below in (1, 2, 100, 1365, 2048, 4000, 4094, 4095):
+            with np.errstate(invalid="ignore"):  # inf - inf in the "huge" case
+                expected = midpoint_threshold(scores, n_below)
+            got = ext.midpoint_threshold(scores, n_below)
+            assert got == expected or (math.isnan(got) and math.isnan(expected))
+
+
+@pytest.mark.parametrize("epoch", [0, 20, 80])
+def test_pdp_training_stage_matches_at_every_ratio(monkeypatch, epoch):
+    g = torch.Generator().manual_seed(6)
+    x0 = torch.randn(64, 16, generator=g)
+
+    def run():
+        layer = _dense(Stage.TRAINING)
+        layer.pruning.on_epoch_start(EpochInfo(Stage.TRAINING, epoch, 100))
+        with torch.no_grad():  # ties in the scores
+            layer.weight[:4] = layer.weight[4:8]
+        x = x0.clone().requires_grad_(True)
+        y = layer(x)
+        (y ** 2).sum().backward()
+        return [y.detach(), x.grad, layer.weight.grad, layer.bias.grad]
+
+    on, off = both(monkeypatch, run)
+    assert_same(on, off)
