@@ -7,7 +7,8 @@
 //
 //   quantize(x, spec)      fixed-point quantization of a constant saturating format, one pass;
 //                          straight-through gradient (hardtanh semantics for scalar formats,
-//                          clamp semantics for per-element formats)
+//                          clamp semantics for per-element formats); or the range split of
+//                          per-channel / per-weight weights (identity gradient)
 //   dense(x, w, b, mask, q_in, q_w, q_b, q_out, soft)
 //                          q_out(addmm(q_b(b), q_in(x), q_w(w * mask)^T)) as one autograd node,
 //                          with the backward of addmm written out as autograd computes it;
@@ -42,6 +43,11 @@ struct FixedSpec {
   // Per-element format (tensors of the quantized tensor's shape, contiguous float32): clamp to
   // [lo, hi] (inclusive), codes = round(v * scale), * inv.
   Tensor lo, hi, scale_t, inv_t;
+  // Range split (pquant.quant.adaptive.RangeSplitQuantizer): per group (row when per_channel and
+  // the tensor has 2+ dims, else per element) f = b - min(e, b) with 2**(e-1) <= max|x| < 2**e,
+  // codes = round(x * 2**f) clamped to [code_lo, code_hi], times 2**-f; identity gradient.
+  bool split = false, split_rows = false;
+  int64_t magnitude_bits = 0;
   bool per_element() const { return lo.defined(); }
 };
 
@@ -93,6 +99,28 @@ void element_loop(const float* __restrict x, float* __restrict y, int64_t n, con
   }
 }
 
+// Range split of n values in groups of ``inner`` consecutive elements.
+template <int M>
+void split_loop(const float* __restrict x, float* __restrict y, int64_t groups, int64_t inner,
+                int64_t bits, float clo, float chi) {
+  for (int64_t g = 0; g < groups; ++g) {
+    const float* xg = x + g * inner;
+    float* yg = y + g * inner;
+    float amax = 0.f;
+    for (int64_t j = 0; j < inner; ++j) amax = std::max(amax, std::fabs(xg[j]));
+    int e = 0;
+    std::frexp(amax, &e);
+    const int f = static_cast<int>(bits - std::min<int64_t>(e, bits));
+    const float scale = std::ldexp(1.0f, f), inv = std::ldexp(1.0f, -f);
+    for (int64_t j = 0; j < inner; ++j) {
+      float z = round_code<M>(xg[j] * scale);
+      z = z < clo ? clo : z;
+      z = z > chi ? chi : z;
+      yg[j] = z * inv;
+    }
+  }
+}
+
 template <int M>
 void dispatch_scalar(const float* x, float* y, int64_t n, const ScalarArgs& a, bool cc) {
   if (cc) scalar_loop<M, true>(x, y, n, a);
@@ -114,6 +142,28 @@ Tensor quantize_values(const Tensor& x_in, const FixedSpec& s) {
   const float* xp = x.data_ptr<float>();
   float* yp = y.data_ptr<float>();
   int64_t n = x.numel();
+  if (s.split) {
+    const int64_t groups = (s.split_rows && x.dim() > 1) ? x.size(0) : n;
+    const int64_t inner = groups == 0 ? 0 : n / groups;
+    const float clo = static_cast<float>(s.code_lo), chi = static_cast<float>(s.code_hi);
+    const int64_t bits = s.magnitude_bits;
+    at::parallel_for(0, groups, std::max<int64_t>(1, kGrain / std::max<int64_t>(inner, 1)),
+                     [&](int64_t b, int64_t e) {
+      const float* xb = xp + b * inner;
+      float* yb = yp + b * inner;
+      const int64_t m = e - b;
+      switch (s.mode) {
+        case TRN: split_loop<TRN>(xb, yb, m, inner, bits, clo, chi); break;
+        case RND: split_loop<RND>(xb, yb, m, inner, bits, clo, chi); break;
+        case RND_CONV: split_loop<RND_CONV>(xb, yb, m, inner, bits, clo, chi); break;
+        case TRN_ZERO: split_loop<TRN_ZERO>(xb, yb, m, inner, bits, clo, chi); break;
+        case RND_ZERO: split_loop<RND_ZERO>(xb, yb, m, inner, bits, clo, chi); break;
+        case RND_MIN_INF: split_loop<RND_MIN_INF>(xb, yb, m, inner, bits, clo, chi); break;
+        default: split_loop<RND_INF>(xb, yb, m, inner, bits, clo, chi); break;
+      }
+    });
+    return y;
+  }
   if (s.per_element()) {
     TORCH_CHECK(s.lo.numel() == n, "per-element format of ", s.lo.numel(), " elements for a tensor of ", n);
     const float *lo = s.lo.data_ptr<float>(), *hi = s.hi.data_ptr<float>();
@@ -159,7 +209,7 @@ struct GradSpec {
 
 GradSpec grad_spec(const FixedSpec* s) {
   GradSpec g;
-  if (s == nullptr) return g;
+  if (s == nullptr || s->split) return g;  // range split: identity gradient
   g.active = true;
   g.below = s->below;
   g.above = s->above;
@@ -455,6 +505,17 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
              s.hi = hi;
              s.scale_t = scale;
              s.inv_t = inv;
+             s.mode = mode;
+             return s;
+           })
+      .def_static("range_split", [](int64_t magnitude_bits, double code_lo, double code_hi, int mode,
+                                    bool per_channel) {
+             FixedSpec s;
+             s.split = true;
+             s.split_rows = per_channel;
+             s.magnitude_bits = magnitude_bits;
+             s.code_lo = code_lo;
+             s.code_hi = code_hi;
              s.mode = mode;
              return s;
            })

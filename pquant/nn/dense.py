@@ -69,13 +69,15 @@ class PQDense(CompressedWeightMixin, nn.Linear):
     # ------------------------------------------------------------------ fused CPU path
     def _fused_specs(self, x: torch.Tensor):
         """Specs of the four quantizers for the fused kernel (None entries: identity), or None
-        when one of them cannot be fused. Cached until a format or a train/eval flag changes."""
-        key = (Quantizer.format_epoch, Quantizer.mode_epoch)
+        when one of them cannot be fused. Cached until a format, a train/eval flag or one of the
+        quantizer modules changes."""
+        m = self._modules
+        quantizers = (m["input_quantizer"], m["weight_quantizer"], m["bias_quantizer"],
+                      m["output_quantizer"])
+        key = (Quantizer.format_epoch, Quantizer.mode_epoch, *quantizers)
         d = self.__dict__
         if d.get("_fused_key") == key:
             return d["_fused_value"]
-        quantizers = (self.input_quantizer, self.weight_quantizer, self.bias_quantizer,
-                      self.output_quantizer)
         likes = (x, self.weight, self.bias, x)
         specs = []
         for q, like in zip(quantizers, likes):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import torch
 
+from pquant import kernels
 from pquant.quant.base import Quantizer
 from pquant.quant.fixed_point import _round_inplace
 from pquant.quant.granularity import Granularity
@@ -89,8 +90,21 @@ class RangeSplitQuantizer(_SplitBase):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self._enabled:
             return x
+        spec = self.fused_spec(x)
+        if spec is not None:
+            return kernels.get().quantize(x, spec)
         _, f = self.split(x)
         return self._quantize(x, f)
+
+    def fused_spec(self, like: torch.Tensor):
+        if like.device.type != "cpu" or like.dtype is not torch.float32 or kernels.get() is None:
+            return None
+        spec = self.__dict__.get("_spec")
+        if spec is None:
+            spec = self.__dict__["_spec"] = kernels.get().FixedSpec.range_split(
+                self._magnitude, self._code_lo, self._code_hi,
+                kernels.ROUND_INDEX[self.round_mode], self.granularity is Granularity.per_channel)
+        return spec
 
     def frozen_for(self, x: torch.Tensor):
         from pquant.quant.quantizer import FixedPointQuantizer

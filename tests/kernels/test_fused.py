@@ -266,3 +266,53 @@ def test_pdp_training_stage_matches_at_every_ratio(monkeypatch, epoch):
 
     on, off = both(monkeypatch, run)
     assert_same(on, off)
+
+
+@pytest.mark.parametrize("round_mode", list(RoundMode))
+@pytest.mark.parametrize("granularity", ["per_channel", "per_weight"])
+@pytest.mark.parametrize("overflow_mode", ["SAT", "SAT_SYM"])
+def test_range_split_matches(monkeypatch, round_mode, granularity, overflow_mode):
+    from pquant.quant.adaptive import RangeSplitQuantizer
+    from pquant.quant.granularity import Granularity
+
+    g = torch.Generator().manual_seed(7)
+    w0 = torch.randn(12, 9, generator=g) * torch.logspace(-3, 2, 12).view(12, 1)
+    w0[3] = 0.0  # an all-zero channel
+    w0[5, :4] = torch.tensor([0.5, -0.25, 0.125, 1.0])  # exact powers of two and ties
+
+    def run():
+        outs = []
+        for k, width in ((1, 8), (0, 4), (1, 2)):
+            q = RangeSplitQuantizer(k, width, round_mode, overflow_mode, Granularity[granularity])
+            w = w0.clone().requires_grad_(True)
+            y = q(w)
+            (y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum().backward()
+            outs += [y.detach(), w.grad, q(w0[0]).detach()]  # 1-D: split per element
+        return outs
+
+    on, off = both(monkeypatch, run)
+    assert_same(on, off)
+
+
+@pytest.mark.parametrize("stage", list(Stage))
+def test_dense_with_range_split_weights_matches(monkeypatch, stage):
+    from pquant.quant.adaptive import RangeSplitQuantizer
+    from pquant.quant.granularity import Granularity
+
+    g = torch.Generator().manual_seed(8)
+    x0 = torch.randn(32, 16, generator=g) * 4
+
+    def run():
+        layer = _dense(stage)
+        layer.weight_quantizer = RangeSplitQuantizer(1, 6, "RND", "SAT", Granularity.per_channel)
+        x = x0.clone().requires_grad_(True)
+        y = layer(x)
+        (y ** 2).sum().backward()
+        return [y.detach(), x.grad, layer.weight.grad, layer.bias.grad]
+
+    on, off = both(monkeypatch, run)
+    assert_same(on, off)
+    with use_kernels(True, monkeypatch):
+        layer = _dense(stage)
+        layer.weight_quantizer = RangeSplitQuantizer(1, 6, "RND", "SAT", Granularity.per_channel)
+        assert "DenseFn" in layer(x0.requires_grad_(True)).grad_fn.name()
