@@ -461,6 +461,241 @@ Tensor dense(const Tensor& x, const Tensor& w, const std::optional<Tensor>& b,
   return DenseFn::apply(x, w, b, mask, qin, qw, qb, qout, sm);
 }
 
+// --------------------------------------------------------------------------------------- HGQ
+// pquant.quant.hgq._make_plan + _HGQQuantize for the saturating modes, in two passes: the plan
+// (one loop over the bit parameters) and the quantization (one TensorIterator pass over x, the
+// parameters broadcast); the backward is one pass plus the reductions onto the parameter shape.
+// Every element-wise expression is the one the torch path evaluates, in the same order.
+struct HGQPlan {
+  Tensor lo, hi, scale, step, bits, active, gi_o, gi_s, gf_o, gf_s;
+};
+
+HGQPlan hgq_plan(const Tensor& i_raw, const Tensor& f_raw, const Tensor& k, bool learn_i, bool sym) {
+  Tensor ic = i_raw.contiguous(), fc = f_raw.contiguous(), kc = k.contiguous();
+  const int64_t n = fc.numel();
+  TORCH_CHECK(ic.numel() == n && kc.numel() == n, "hgq: i, f and k must have the same shape");
+  HGQPlan p;
+  for (Tensor* t : {&p.lo, &p.hi, &p.scale, &p.step, &p.bits, &p.active, &p.gi_o, &p.gi_s, &p.gf_o, &p.gf_s})
+    *t = at::empty_like(fc, at::MemoryFormat::Contiguous);
+  const float *ip = ic.data_ptr<float>(), *fp = fc.data_ptr<float>(), *kp = kc.data_ptr<float>();
+  float *lo = p.lo.data_ptr<float>(), *hi = p.hi.data_ptr<float>(), *sc = p.scale.data_ptr<float>(),
+        *st = p.step.data_ptr<float>(), *bits = p.bits.data_ptr<float>(), *act = p.active.data_ptr<float>(),
+        *gio = p.gi_o.data_ptr<float>(), *gis = p.gi_s.data_ptr<float>(), *gfo = p.gf_o.data_ptr<float>(),
+        *gfs = p.gf_s.data_ptr<float>();
+  const float half_ln2 = static_cast<float>(0.5 * std::log(2.0));
+  for (int64_t j = 0; j < n; ++j) {
+    const float f = std::nearbyint(fp[j]);
+    const float i = learn_i ? std::nearbyint(ip[j]) : ip[j];
+    const float neg_f = -f;
+    const float i_eff = i > neg_f ? i : (std::isnan(i) ? i : neg_f);
+    const float width = i_eff + f;
+    const float step = std::exp2(neg_f), scale = std::exp2(f), pow_i = std::exp2(i_eff);
+    const float kk = kp[j];
+    hi[j] = pow_i - step;
+    lo[j] = -kk * (sym ? hi[j] : pow_i);
+    sc[j] = scale;
+    st[j] = step;
+    bits[j] = width + kk;
+    act[j] = width > 0.f ? 1.f : 0.f;
+    const float half_i = half_ln2 * pow_i;
+    gio[j] = half_i * (1.f - kk);
+    gis[j] = half_i * (1.f + kk);
+    const float half_f = half_ln2 * step;
+    gfo[j] = sym ? half_f * (1.f - kk) : half_f;
+    gfs[j] = sym ? half_f * (1.f + kk) : half_f;
+  }
+  return p;
+}
+
+// x seen as (A, P, I): the bit parameters vary over the middle block of dimensions and are
+// constant over the outer (A) and inner (I) ones -- per tensor (P = 1), per weight (A = I = 1),
+// per feature (I = 1), per channel (A = 1) and per conv feature (C, 1, 1) all have this form.
+struct Blocks {
+  int64_t A = 1, P = 1, I = 1;
+};
+
+Blocks blocks_of(const Tensor& x, const Tensor& param) {
+  const int64_t nd = x.dim(), pd = param.dim();
+  TORCH_CHECK(pd <= nd, "hgq: bit parameters of ", pd, " dims for a tensor of ", nd);
+  std::vector<int64_t> ps(nd, 1);
+  for (int64_t d = 0; d < pd; ++d) ps[nd - pd + d] = param.size(d);
+  int64_t first = -1, last = -1;
+  for (int64_t d = 0; d < nd; ++d) {
+    TORCH_CHECK(ps[d] == 1 || ps[d] == x.size(d), "hgq: bit parameters of shape ", param.sizes(),
+                " do not broadcast to ", x.sizes());
+    if (ps[d] != 1) {
+      if (first < 0) first = d;
+      last = d;
+    }
+  }
+  Blocks b;
+  if (first < 0) {
+    b.A = x.numel();
+    return b;
+  }
+  for (int64_t d = first; d <= last; ++d)
+    TORCH_CHECK(ps[d] == x.size(d), "hgq: bit parameters must vary over one block of dimensions");
+  for (int64_t d = 0; d < first; ++d) b.A *= x.size(d);
+  for (int64_t d = first; d <= last; ++d) b.P *= x.size(d);
+  for (int64_t d = last + 1; d < nd; ++d) b.I *= x.size(d);
+  return b;
+}
+
+template <int M>
+inline float hgq_q(float v, float lo, float hi, float sc, float st) {
+  v = v < lo ? lo : v;
+  v = v > hi ? hi : v;
+  return round_code<M>(v * sc) * st;
+}
+
+template <int M>
+Tensor hgq_forward_values(const Tensor& x_in, const HGQPlan& p) {
+  Tensor x = x_in.contiguous();
+  Tensor q = at::empty_like(x, at::MemoryFormat::Contiguous);
+  const Blocks b = blocks_of(x, p.lo);
+  const float *xp = x.data_ptr<float>(), *lo = p.lo.data_ptr<float>(), *hi = p.hi.data_ptr<float>(),
+              *sc = p.scale.data_ptr<float>(), *st = p.step.data_ptr<float>();
+  float* qp = q.data_ptr<float>();
+  const int64_t P = b.P, I = b.I;
+  at::parallel_for(0, b.A, std::max<int64_t>(1, kGrain / std::max<int64_t>(P * I, 1)), [&](int64_t a0, int64_t a1) {
+    for (int64_t a = a0; a < a1; ++a) {
+      const float* xa = xp + a * P * I;
+      float* qa = qp + a * P * I;
+      if (I == 1) {
+        for (int64_t j = 0; j < P; ++j) qa[j] = hgq_q<M>(xa[j], lo[j], hi[j], sc[j], st[j]);
+      } else {
+        for (int64_t j = 0; j < P; ++j) {
+          const float l = lo[j], h = hi[j], c = sc[j], t = st[j];
+          const float* xr = xa + j * I;
+          float* qr = qa + j * I;
+          for (int64_t r = 0; r < I; ++r) qr[r] = hgq_q<M>(xr[r], l, h, c, t);
+        }
+      }
+    }
+  });
+  return q;
+}
+
+// Per element: gx = g - g * outside, ef = g * (q - xc), eo = g * outside, es = g * side.
+template <int M>
+inline void hgq_terms_at(float gv, float v, float lo, float hi, float sc, float st, float& gx, float& ef,
+                         float& eo, float& es) {
+  float xc = v < lo ? lo : v;
+  xc = xc > hi ? hi : xc;
+  const float d = v - xc;
+  const float side = static_cast<float>((d > 0.f) - (d < 0.f));
+  const float outside = std::fabs(side);
+  const float q = round_code<M>(xc * sc) * st;
+  gx = gv + (-1.f * gv) * outside;
+  ef = gv * (q - xc);
+  eo = gv * outside;
+  es = gv * side;
+}
+
+template <int M>
+std::tuple<Tensor, Tensor, Tensor, Tensor> hgq_backward_terms(const Tensor& g_in, const Tensor& x_in,
+                                                              const HGQPlan& p) {
+  Tensor x = x_in.contiguous(), g = g_in.contiguous();
+  Tensor gx = at::empty_like(x, at::MemoryFormat::Contiguous), ef = at::empty_like(gx),
+         eo = at::empty_like(gx), es = at::empty_like(gx);
+  const Blocks b = blocks_of(x, p.lo);
+  const float *xp = x.data_ptr<float>(), *gp = g.data_ptr<float>(), *lo = p.lo.data_ptr<float>(),
+              *hi = p.hi.data_ptr<float>(), *sc = p.scale.data_ptr<float>(), *st = p.step.data_ptr<float>();
+  float *gxp = gx.data_ptr<float>(), *efp = ef.data_ptr<float>(), *eop = eo.data_ptr<float>(),
+        *esp = es.data_ptr<float>();
+  const int64_t P = b.P, I = b.I;
+  at::parallel_for(0, b.A, std::max<int64_t>(1, kGrain / std::max<int64_t>(P * I, 1)), [&](int64_t a0, int64_t a1) {
+    for (int64_t a = a0; a < a1; ++a) {
+      const int64_t base = a * P * I;
+      if (I == 1) {
+        for (int64_t j = 0; j < P; ++j) {
+          const int64_t e = base + j;
+          hgq_terms_at<M>(gp[e], xp[e], lo[j], hi[j], sc[j], st[j], gxp[e], efp[e], eop[e], esp[e]);
+        }
+      } else {
+        for (int64_t j = 0; j < P; ++j) {
+          const float l = lo[j], h = hi[j], c = sc[j], t = st[j];
+          for (int64_t r = 0; r < I; ++r) {
+            const int64_t e = base + j * I + r;
+            hgq_terms_at<M>(gp[e], xp[e], l, h, c, t, gxp[e], efp[e], eop[e], esp[e]);
+          }
+        }
+      }
+    }
+  });
+  return {gx.view(x_in.sizes()), ef.view(x_in.sizes()), eo.view(x_in.sizes()), es.view(x_in.sizes())};
+}
+
+#define PQ_ROUND_DISPATCH(mode, FN, ...)                          \
+  switch (mode) {                                                  \
+    case TRN: return FN<TRN>(__VA_ARGS__);                         \
+    case RND: return FN<RND>(__VA_ARGS__);                         \
+    case RND_CONV: return FN<RND_CONV>(__VA_ARGS__);               \
+    case TRN_ZERO: return FN<TRN_ZERO>(__VA_ARGS__);               \
+    case RND_ZERO: return FN<RND_ZERO>(__VA_ARGS__);               \
+    case RND_MIN_INF: return FN<RND_MIN_INF>(__VA_ARGS__);         \
+    default: return FN<RND_INF>(__VA_ARGS__);                      \
+  }
+
+Tensor hgq_values(const Tensor& x, const HGQPlan& p, int mode) { PQ_ROUND_DISPATCH(mode, hgq_forward_values, x, p) }
+
+std::tuple<Tensor, Tensor, Tensor, Tensor> hgq_terms(const Tensor& g, const Tensor& x, const HGQPlan& p, int mode) {
+  PQ_ROUND_DISPATCH(mode, hgq_backward_terms, g, x, p)
+}
+
+struct HGQFn : public torch::autograd::Function<HGQFn> {
+  static tensor_list forward(AutogradContext* ctx, const Tensor& x, const Tensor& i_raw, const Tensor& f_raw,
+                             const Tensor& k, bool learn_i, bool sym, int64_t mode) {
+    HGQPlan p = hgq_plan(i_raw, f_raw, k, learn_i, sym);
+    Tensor q = hgq_values(x, p, static_cast<int>(mode));
+    ctx->save_for_backward({x, p.lo, p.hi, p.scale, p.step, p.active, p.gi_o, p.gi_s, p.gf_o, p.gf_s});
+    ctx->saved_data["mode"] = mode;
+    ctx->set_materialize_grads(false);
+    return {q, p.bits};
+  }
+
+  static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
+    auto s = ctx->get_saved_variables();
+    HGQPlan p;
+    const Tensor& x = s[0];
+    p.lo = s[1]; p.hi = s[2]; p.scale = s[3]; p.step = s[4]; p.active = s[5];
+    p.gi_o = s[6]; p.gi_s = s[7]; p.gf_o = s[8]; p.gf_s = s[9];
+    const bool need_x = ctx->needs_input_grad(0), need_i = ctx->needs_input_grad(1),
+               need_f = ctx->needs_input_grad(2);
+    const Tensor &grad = grads[0], &grad_bits = grads[1];
+    const auto shape = p.lo.sizes();
+    Tensor gx, gi, gf;
+    if (grad.defined()) {
+      auto [tx, tf, to, ts] = hgq_terms(grad, x, p, static_cast<int>(ctx->saved_data["mode"].toInt()));
+      if (need_x) gx = tx;
+      if (need_i || need_f) {
+        Tensor s_out = at::sum_to(to, shape), s_sgn = at::sum_to(ts, shape);
+        if (need_i) gi = at::addcmul(p.gi_o * s_out, p.gi_s, s_sgn);
+        if (need_f) {
+          gf = at::sum_to(tf, shape).mul_(-std::log(2.0));
+          gf = at::addcmul(at::addcmul(gf, p.gf_o, s_out), p.gf_s, s_sgn);
+        }
+      }
+    }
+    if (grad_bits.defined()) {
+      Tensor through = grad_bits * p.active;
+      if (need_f) gf = gf.defined() ? gf + through : through;
+      if (need_i) gi = gi.defined() ? gi + through : through;
+    }
+    return {gx, gi, gf, Tensor(), Tensor(), Tensor(), Tensor()};
+  }
+};
+
+std::tuple<Tensor, Tensor> hgq_quantize(const Tensor& x, const Tensor& i_raw, const Tensor& f_raw, const Tensor& k,
+                                        bool learn_i, bool sym, int64_t mode) {
+  check_input(x);
+  check_input(i_raw);
+  check_input(f_raw);
+  check_input(k);
+  auto out = HGQFn::apply(x, i_raw, f_raw, k, learn_i, sym, mode);
+  return {out[0], out[1]};
+}
+
 // For tests: pquant.pruning.select.midpoint_threshold of non-negative float32 scores.
 double midpoint_threshold(const Tensor& scores_in, int64_t n_below) {
   Tensor scores = scores_in.contiguous();
@@ -522,6 +757,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       .def_property_readonly("per_element_format", &FixedSpec::per_element);
   m.def("quantize", &quantize, "fixed-point quantization (one pass, straight-through gradient)",
         py::arg("x"), py::arg("spec"));
+  m.def("hgq_quantize", &hgq_quantize, "HGQ quantizer, saturating modes: (q, bits)", py::arg("x"),
+        py::arg("i"), py::arg("f"), py::arg("k"), py::arg("learn_i"), py::arg("symmetric"),
+        py::arg("mode"));
   m.def("midpoint_threshold", &midpoint_threshold, "exact PDP threshold (radix select)");
   m.def("dense", &dense, "fused quantized/masked linear layer (one autograd node)", py::arg("x"),
         py::arg("weight"), py::arg("bias"), py::arg("mask"), py::arg("q_in"), py::arg("q_w"),

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from pquant import kernels
 from pquant.quant.base import Quantizer
 from pquant.quant.fixed_point import _round_inplace, _wrap_codes
 from pquant.quant.modes import OverflowMode, as_overflow_mode, as_round_mode
@@ -262,7 +263,16 @@ class HGQQuantizer(Quantizer):
             return x
         if not self.learn_i and self.training:
             self._track_integer_bits(x, torch.round(self.f))
-        q, bits = _HGQQuantize.apply(x, self.i, self.f, self._current_plan(), self.round_mode)
+        ext = kernels.get()
+        if (ext is not None and self.learn_i and x.dtype is torch.float32
+                and x.device.type == "cpu" and self.f.dtype is torch.float32):
+            # the same values and gradients in two fused passes (pquant.kernels)
+            q, bits = ext.hgq_quantize(x, self.i, self.f, self.k, True,
+                                       self.overflow_mode is OverflowMode.SAT_SYM,
+                                       kernels.ROUND_INDEX[self.round_mode])
+        else:
+            q, bits = _HGQQuantize.apply(x, self.i, self.f, self._current_plan(),
+                                         self.round_mode)
         self._step_bits = bits if (self.training and bits.requires_grad) else None
         return q
 

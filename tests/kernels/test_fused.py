@@ -316,3 +316,37 @@ def test_dense_with_range_split_weights_matches(monkeypatch, stage):
         layer = _dense(stage)
         layer.weight_quantizer = RangeSplitQuantizer(1, 6, "RND", "SAT", Granularity.per_channel)
         assert "DenseFn" in layer(x0.requires_grad_(True)).grad_fn.name()
+
+
+@pytest.mark.parametrize("round_mode", list(RoundMode))
+@pytest.mark.parametrize("overflow_mode", ["SAT", "SAT_SYM"])
+@pytest.mark.parametrize("shape", ["tensor", "feature", "weight", "channel"])
+def test_hgq_matches(monkeypatch, round_mode, overflow_mode, shape):
+    from pquant.quant.hgq import HGQQuantizer
+
+    g = torch.Generator().manual_seed(9)
+    x0 = torch.randn(32, 6, generator=g) * 3
+    x0[0] = torch.tensor([0.5, -0.25, 8.0, -8.0, 0.03125, 100.0])  # ties and clipping
+    bit_shape = {"tensor": (), "feature": (6,), "weight": (32, 6), "channel": (32, 1)}[shape]
+    f0 = torch.randint(-1, 6, bit_shape, generator=g).float() + 0.4 * torch.rand(bit_shape, generator=g)
+    i0 = torch.randint(-2, 4, bit_shape, generator=g).float() - 0.3
+    k0 = torch.randint(0, 2, bit_shape, generator=g).float()
+    coeff = torch.randn(32, 6, generator=g)
+
+    def run():
+        outs = []
+        for training in (True, False):
+            q = HGQQuantizer(1, 3, 4, round_mode, overflow_mode, shape=bit_shape).train(training)
+            with torch.no_grad():
+                q.f.copy_(f0)
+                q.i.copy_(i0)
+                q.k.copy_(k0)
+            x = x0.clone().requires_grad_(True)
+            y = q(x)
+            loss = (y * coeff).sum() + 1e-2 * q.bits_for_loss().sum()
+            loss.backward()
+            outs += [y.detach(), x.grad, q.f.grad, q.i.grad]
+        return outs
+
+    on, off = both(monkeypatch, run)
+    assert_same(on, off)
