@@ -52,7 +52,7 @@ struct FixedSpec {
 };
 
 template <int M>
-inline float round_code(float z) {
+inline __attribute__((always_inline)) float round_code(float z) {
   if constexpr (M == TRN) return std::floor(z);
   else if constexpr (M == RND) return std::floor(z + 0.5f);
   else if constexpr (M == RND_CONV) return std::nearbyint(z);
@@ -101,6 +101,7 @@ void element_loop(const float* __restrict x, float* __restrict y, int64_t n, con
 
 // Range split of n values in groups of ``inner`` consecutive elements.
 template <int M>
+__attribute__((target_clones("avx2", "default")))
 void split_loop(const float* __restrict x, float* __restrict y, int64_t groups, int64_t inner,
                 int64_t bits, float clo, float chi) {
   for (int64_t g = 0; g < groups; ++g) {
@@ -542,10 +543,17 @@ Blocks blocks_of(const Tensor& x, const Tensor& param) {
 }
 
 template <int M>
-inline float hgq_q(float v, float lo, float hi, float sc, float st) {
+inline __attribute__((always_inline)) float hgq_q(float v, float lo, float hi, float sc, float st) {
   v = v < lo ? lo : v;
   v = v > hi ? hi : v;
   return round_code<M>(v * sc) * st;
+}
+
+template <int M>
+__attribute__((target_clones("avx2", "default")))
+void hgq_fwd_rows(const float* __restrict x, float* __restrict q, int64_t n, const float* __restrict lo,
+                  const float* __restrict hi, const float* __restrict sc, const float* __restrict st) {
+  for (int64_t j = 0; j < n; ++j) q[j] = hgq_q<M>(x[j], lo[j], hi[j], sc[j], st[j]);
 }
 
 template <int M>
@@ -562,14 +570,10 @@ Tensor hgq_forward_values(const Tensor& x_in, const HGQPlan& p) {
       const float* xa = xp + a * P * I;
       float* qa = qp + a * P * I;
       if (I == 1) {
-        for (int64_t j = 0; j < P; ++j) qa[j] = hgq_q<M>(xa[j], lo[j], hi[j], sc[j], st[j]);
+        hgq_fwd_rows<M>(xa, qa, P, lo, hi, sc, st);
       } else {
-        for (int64_t j = 0; j < P; ++j) {
-          const float l = lo[j], h = hi[j], c = sc[j], t = st[j];
-          const float* xr = xa + j * I;
-          float* qr = qa + j * I;
-          for (int64_t r = 0; r < I; ++r) qr[r] = hgq_q<M>(xr[r], l, h, c, t);
-        }
+        for (int64_t j = 0; j < P; ++j)
+          scalar_loop<M, false>(xa + j * I, qa + j * I, I, ScalarArgs{lo[j], hi[j], sc[j], st[j], 0.f, 0.f});
       }
     }
   });
@@ -578,7 +582,7 @@ Tensor hgq_forward_values(const Tensor& x_in, const HGQPlan& p) {
 
 // Per element: gx = g - g * outside, ef = g * (q - xc), eo = g * outside, es = g * side.
 template <int M>
-inline void hgq_terms_at(float gv, float v, float lo, float hi, float sc, float st, float& gx, float& ef,
+inline __attribute__((always_inline)) void hgq_terms_at(float gv, float v, float lo, float hi, float sc, float st, float& gx, float& ef,
                          float& eo, float& es) {
   float xc = v < lo ? lo : v;
   xc = xc > hi ? hi : xc;
@@ -590,6 +594,21 @@ inline void hgq_terms_at(float gv, float v, float lo, float hi, float sc, float 
   ef = gv * (q - xc);
   eo = gv * outside;
   es = gv * side;
+}
+
+template <int M>
+__attribute__((target_clones("avx2", "default")))
+void hgq_bwd_rows(const float* __restrict g, const float* __restrict x, int64_t n, const float* __restrict lo,
+                  const float* __restrict hi, const float* __restrict sc, const float* __restrict st,
+                  float* __restrict gx, float* __restrict ef, float* __restrict eo, float* __restrict es) {
+  for (int64_t j = 0; j < n; ++j) hgq_terms_at<M>(g[j], x[j], lo[j], hi[j], sc[j], st[j], gx[j], ef[j], eo[j], es[j]);
+}
+
+template <int M>
+__attribute__((target_clones("avx2", "default")))
+void hgq_bwd_const(const float* __restrict g, const float* __restrict x, int64_t n, float lo, float hi, float sc,
+                   float st, float* __restrict gx, float* __restrict ef, float* __restrict eo, float* __restrict es) {
+  for (int64_t j = 0; j < n; ++j) hgq_terms_at<M>(g[j], x[j], lo, hi, sc, st, gx[j], ef[j], eo[j], es[j]);
 }
 
 template <int M>
@@ -608,17 +627,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> hgq_backward_terms(const Tensor& g_in
     for (int64_t a = a0; a < a1; ++a) {
       const int64_t base = a * P * I;
       if (I == 1) {
-        for (int64_t j = 0; j < P; ++j) {
-          const int64_t e = base + j;
-          hgq_terms_at<M>(gp[e], xp[e], lo[j], hi[j], sc[j], st[j], gxp[e], efp[e], eop[e], esp[e]);
-        }
+        hgq_bwd_rows<M>(gp + base, xp + base, P, lo, hi, sc, st, gxp + base, efp + base, eop + base, esp + base);
       } else {
         for (int64_t j = 0; j < P; ++j) {
-          const float l = lo[j], h = hi[j], c = sc[j], t = st[j];
-          for (int64_t r = 0; r < I; ++r) {
-            const int64_t e = base + j * I + r;
-            hgq_terms_at<M>(gp[e], xp[e], l, h, c, t, gxp[e], efp[e], eop[e], esp[e]);
-          }
+          const int64_t e = base + j * I;
+          hgq_bwd_const<M>(gp + e, xp + e, I, lo[j], hi[j], sc[j], st[j], gxp + e, efp + e, eop + e, esp + e);
         }
       }
     }
