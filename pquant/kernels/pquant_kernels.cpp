@@ -467,22 +467,40 @@ Tensor dense(const Tensor& x, const Tensor& w, const std::optional<Tensor>& b,
 // (one loop over the bit parameters) and the quantization (one TensorIterator pass over x, the
 // parameters broadcast); the backward is one pass plus the reductions onto the parameter shape.
 // Every element-wise expression is the one the torch path evaluates, in the same order.
+// The plan lives in one (9, n) buffer (rows below) plus the widths, which are an output.
+enum PlanRow : int { LO = 0, HI, SCALE, STEP, ACTIVE, GI_O, GI_S, GF_O, GF_S, PLAN_ROWS };
+
 struct HGQPlan {
-  Tensor lo, hi, scale, step, bits, active, gi_o, gi_s, gf_o, gf_s;
+  Tensor buf, bits;
+  std::vector<int64_t> shape;
+  int64_t n = 0;
+  const float* row(int r) const { return buf.data_ptr<float>() + r * n; }
+  Tensor get(int r) const { return buf.select(0, r).view(shape); }
 };
+
+// 2**e for an integer-valued float e (what torch.exp2 returns for it, built from the bits).
+inline float pow2i(float e) {
+  if (e >= -126.f && e <= 127.f) {
+    const uint32_t u = static_cast<uint32_t>(static_cast<int32_t>(e) + 127) << 23;
+    return bits_to_float(u);
+  }
+  return std::exp2(e);
+}
 
 HGQPlan hgq_plan(const Tensor& i_raw, const Tensor& f_raw, const Tensor& k, bool learn_i, bool sym) {
   Tensor ic = i_raw.contiguous(), fc = f_raw.contiguous(), kc = k.contiguous();
   const int64_t n = fc.numel();
   TORCH_CHECK(ic.numel() == n && kc.numel() == n, "hgq: i, f and k must have the same shape");
   HGQPlan p;
-  for (Tensor* t : {&p.lo, &p.hi, &p.scale, &p.step, &p.bits, &p.active, &p.gi_o, &p.gi_s, &p.gf_o, &p.gf_s})
-    *t = at::empty_like(fc, at::MemoryFormat::Contiguous);
+  p.n = n;
+  p.shape = f_raw.sizes().vec();
+  p.buf = at::empty({PLAN_ROWS, n}, fc.options());
+  p.bits = at::empty_like(fc, at::MemoryFormat::Contiguous);
   const float *ip = ic.data_ptr<float>(), *fp = fc.data_ptr<float>(), *kp = kc.data_ptr<float>();
-  float *lo = p.lo.data_ptr<float>(), *hi = p.hi.data_ptr<float>(), *sc = p.scale.data_ptr<float>(),
-        *st = p.step.data_ptr<float>(), *bits = p.bits.data_ptr<float>(), *act = p.active.data_ptr<float>(),
-        *gio = p.gi_o.data_ptr<float>(), *gis = p.gi_s.data_ptr<float>(), *gfo = p.gf_o.data_ptr<float>(),
-        *gfs = p.gf_s.data_ptr<float>();
+  float* base = p.buf.data_ptr<float>();
+  float *lo = base + LO * n, *hi = base + HI * n, *sc = base + SCALE * n, *st = base + STEP * n,
+        *act = base + ACTIVE * n, *gio = base + GI_O * n, *gis = base + GI_S * n, *gfo = base + GF_O * n,
+        *gfs = base + GF_S * n, *bits = p.bits.data_ptr<float>();
   const float half_ln2 = static_cast<float>(0.5 * std::log(2.0));
   for (int64_t j = 0; j < n; ++j) {
     const float f = std::nearbyint(fp[j]);
@@ -490,7 +508,7 @@ HGQPlan hgq_plan(const Tensor& i_raw, const Tensor& f_raw, const Tensor& k, bool
     const float neg_f = -f;
     const float i_eff = i > neg_f ? i : (std::isnan(i) ? i : neg_f);
     const float width = i_eff + f;
-    const float step = std::exp2(neg_f), scale = std::exp2(f), pow_i = std::exp2(i_eff);
+    const float step = pow2i(neg_f), scale = pow2i(f), pow_i = pow2i(i_eff);
     const float kk = kp[j];
     hi[j] = pow_i - step;
     lo[j] = -kk * (sym ? hi[j] : pow_i);
@@ -515,14 +533,14 @@ struct Blocks {
   int64_t A = 1, P = 1, I = 1;
 };
 
-Blocks blocks_of(const Tensor& x, const Tensor& param) {
-  const int64_t nd = x.dim(), pd = param.dim();
+Blocks blocks_of(const Tensor& x, const std::vector<int64_t>& pshape) {
+  const int64_t nd = x.dim(), pd = static_cast<int64_t>(pshape.size());
   TORCH_CHECK(pd <= nd, "hgq: bit parameters of ", pd, " dims for a tensor of ", nd);
   std::vector<int64_t> ps(nd, 1);
-  for (int64_t d = 0; d < pd; ++d) ps[nd - pd + d] = param.size(d);
+  for (int64_t d = 0; d < pd; ++d) ps[nd - pd + d] = pshape[d];
   int64_t first = -1, last = -1;
   for (int64_t d = 0; d < nd; ++d) {
-    TORCH_CHECK(ps[d] == 1 || ps[d] == x.size(d), "hgq: bit parameters of shape ", param.sizes(),
+    TORCH_CHECK(ps[d] == 1 || ps[d] == x.size(d), "hgq: bit parameters of shape ", at::IntArrayRef(pshape),
                 " do not broadcast to ", x.sizes());
     if (ps[d] != 1) {
       if (first < 0) first = d;
@@ -560,9 +578,8 @@ template <int M>
 Tensor hgq_forward_values(const Tensor& x_in, const HGQPlan& p) {
   Tensor x = x_in.contiguous();
   Tensor q = at::empty_like(x, at::MemoryFormat::Contiguous);
-  const Blocks b = blocks_of(x, p.lo);
-  const float *xp = x.data_ptr<float>(), *lo = p.lo.data_ptr<float>(), *hi = p.hi.data_ptr<float>(),
-              *sc = p.scale.data_ptr<float>(), *st = p.step.data_ptr<float>();
+  const Blocks b = blocks_of(x, p.shape);
+  const float *xp = x.data_ptr<float>(), *lo = p.row(LO), *hi = p.row(HI), *sc = p.row(SCALE), *st = p.row(STEP);
   float* qp = q.data_ptr<float>();
   const int64_t P = b.P, I = b.I;
   at::parallel_for(0, b.A, std::max<int64_t>(1, kGrain / std::max<int64_t>(P * I, 1)), [&](int64_t a0, int64_t a1) {
@@ -615,11 +632,16 @@ template <int M>
 std::tuple<Tensor, Tensor, Tensor, Tensor> hgq_backward_terms(const Tensor& g_in, const Tensor& x_in,
                                                               const HGQPlan& p) {
   Tensor x = x_in.contiguous(), g = g_in.contiguous();
-  Tensor gx = at::empty_like(x, at::MemoryFormat::Contiguous), ef = at::empty_like(gx),
-         eo = at::empty_like(gx), es = at::empty_like(gx);
-  const Blocks b = blocks_of(x, p.lo);
-  const float *xp = x.data_ptr<float>(), *gp = g.data_ptr<float>(), *lo = p.lo.data_ptr<float>(),
-              *hi = p.hi.data_ptr<float>(), *sc = p.scale.data_ptr<float>(), *st = p.step.data_ptr<float>();
+  Tensor gx = at::empty_like(x, at::MemoryFormat::Contiguous);
+  // ef, eo, es only live until they are reduced: a per-thread scratch buffer, reused between
+  // calls, spares three fresh allocations (and their page faults) per backward.
+  thread_local Tensor scratch;
+  const int64_t n = x.numel();
+  if (!scratch.defined() || scratch.numel() < 3 * n) scratch = at::empty({3 * n}, x.options());
+  Tensor ef = scratch.narrow(0, 0, n), eo = scratch.narrow(0, n, n), es = scratch.narrow(0, 2 * n, n);
+  const Blocks b = blocks_of(x, p.shape);
+  const float *xp = x.data_ptr<float>(), *gp = g.data_ptr<float>(), *lo = p.row(LO), *hi = p.row(HI),
+              *sc = p.row(SCALE), *st = p.row(STEP);
   float *gxp = gx.data_ptr<float>(), *efp = ef.data_ptr<float>(), *eop = eo.data_ptr<float>(),
         *esp = es.data_ptr<float>();
   const int64_t P = b.P, I = b.I;
@@ -661,37 +683,38 @@ struct HGQFn : public torch::autograd::Function<HGQFn> {
                              const Tensor& k, bool learn_i, bool sym, int64_t mode) {
     HGQPlan p = hgq_plan(i_raw, f_raw, k, learn_i, sym);
     Tensor q = hgq_values(x, p, static_cast<int>(mode));
-    ctx->save_for_backward({x, p.lo, p.hi, p.scale, p.step, p.active, p.gi_o, p.gi_s, p.gf_o, p.gf_s});
+    ctx->save_for_backward({x, p.buf});
     ctx->saved_data["mode"] = mode;
+    ctx->saved_data["shape"] = p.shape;
     ctx->set_materialize_grads(false);
     return {q, p.bits};
   }
 
   static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
     auto s = ctx->get_saved_variables();
-    HGQPlan p;
     const Tensor& x = s[0];
-    p.lo = s[1]; p.hi = s[2]; p.scale = s[3]; p.step = s[4]; p.active = s[5];
-    p.gi_o = s[6]; p.gi_s = s[7]; p.gf_o = s[8]; p.gf_s = s[9];
+    HGQPlan p;
+    p.buf = s[1];
+    p.n = p.buf.size(1);
+    p.shape = ctx->saved_data["shape"].toIntVector();
     const bool need_x = ctx->needs_input_grad(0), need_i = ctx->needs_input_grad(1),
                need_f = ctx->needs_input_grad(2);
     const Tensor &grad = grads[0], &grad_bits = grads[1];
-    const auto shape = p.lo.sizes();
     Tensor gx, gi, gf;
     if (grad.defined()) {
       auto [tx, tf, to, ts] = hgq_terms(grad, x, p, static_cast<int>(ctx->saved_data["mode"].toInt()));
       if (need_x) gx = tx;
       if (need_i || need_f) {
-        Tensor s_out = at::sum_to(to, shape), s_sgn = at::sum_to(ts, shape);
-        if (need_i) gi = at::addcmul(p.gi_o * s_out, p.gi_s, s_sgn);
+        Tensor s_out = at::sum_to(to, p.shape), s_sgn = at::sum_to(ts, p.shape);
+        if (need_i) gi = at::addcmul(p.get(GI_O) * s_out, p.get(GI_S), s_sgn);
         if (need_f) {
-          gf = at::sum_to(tf, shape).mul_(-std::log(2.0));
-          gf = at::addcmul(at::addcmul(gf, p.gf_o, s_out), p.gf_s, s_sgn);
+          gf = at::sum_to(tf, p.shape).mul_(-std::log(2.0));
+          gf = at::addcmul(at::addcmul(gf, p.get(GF_O), s_out), p.get(GF_S), s_sgn);
         }
       }
     }
     if (grad_bits.defined()) {
-      Tensor through = grad_bits * p.active;
+      Tensor through = grad_bits * p.get(ACTIVE);
       if (need_f) gf = gf.defined() ? gf + through : through;
       if (need_i) gi = gi.defined() ? gi + through : through;
     }

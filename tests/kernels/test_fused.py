@@ -350,3 +350,24 @@ def test_hgq_matches(monkeypatch, round_mode, overflow_mode, shape):
 
     on, off = both(monkeypatch, run)
     assert_same(on, off)
+
+
+def test_failed_build_falls_back_or_fails(monkeypatch):
+    def broken():
+        raise RuntimeError("Ninja is required to load C++ extensions")
+
+    monkeypatch.setattr(kernels, "_build", broken)
+    monkeypatch.setattr(kernels, "_built", None)
+    monkeypatch.setenv("PQUANT_KERNELS", "auto")
+    kernels.reset()
+    with pytest.warns(RuntimeWarning, match="fused CPU kernels unavailable .*Ninja is required"):
+        assert kernels.get() is None
+    q = FixedPointQuantizer(1, 3, 4)  # the torch path still works
+    assert torch.equal(q(torch.tensor([0.03, 9.0])), torch.tensor([0.0, 7.9375]))
+    monkeypatch.setenv("PQUANT_KERNELS", "on")
+    kernels.reset()
+    with pytest.raises(RuntimeError, match="PQUANT_KERNELS=on but the fused CPU kernels could not"):
+        kernels.get()
+    monkeypatch.delenv("PQUANT_KERNELS")
+    monkeypatch.undo()
+    kernels.reset()
