@@ -732,6 +732,31 @@ std::tuple<Tensor, Tensor> hgq_quantize(const Tensor& x, const Tensor& i_raw, co
   return {out[0], out[1]};
 }
 
+// ------------------------------------------------------------------------------- PDP weight
+// pquant.pruning.pdp._SoftMaskedWeight with the threshold computed here: w * m(w) and
+// d/dw = m + (2 / tau) * w**2 * m * (1 - m), for layers that do not run the dense kernel.
+struct PDPWeightFn : public torch::autograd::Function<PDPWeightFn> {
+  static Tensor forward(AutogradContext* ctx, const Tensor& w, int64_t n_below, double inv_tau, double clip) {
+    auto [scores, mask] = pdp_soft_mask(w, SoftMask{n_below, inv_tau, clip});
+    ctx->save_for_backward({scores, mask});
+    ctx->saved_data["inv_tau"] = inv_tau;
+    return w * mask.view(w.sizes());
+  }
+  static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
+    auto s = ctx->get_saved_variables();
+    const Tensor &scores = s[0], &mask = s[1];
+    const double inv_tau = ctx->saved_data["inv_tau"].toDouble();
+    Tensor slope = at::addcmul(mask, mask, mask, -1.0).mul_(scores);
+    Tensor g = grads[0] * slope.mul_(2.0 * inv_tau).add_(mask).view(grads[0].sizes());
+    return {g, Tensor(), Tensor(), Tensor()};
+  }
+};
+
+Tensor pdp_masked_weight(const Tensor& w, int64_t n_below, double inv_tau, double clip) {
+  check_input(w);
+  return PDPWeightFn::apply(w, n_below, inv_tau, clip);
+}
+
 // For tests: pquant.pruning.select.midpoint_threshold of non-negative float32 scores.
 double midpoint_threshold(const Tensor& scores_in, int64_t n_below) {
   Tensor scores = scores_in.contiguous();
@@ -796,6 +821,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("hgq_quantize", &hgq_quantize, "HGQ quantizer, saturating modes: (q, bits)", py::arg("x"),
         py::arg("i"), py::arg("f"), py::arg("k"), py::arg("learn_i"), py::arg("symmetric"),
         py::arg("mode"));
+  m.def("pdp_masked_weight", &pdp_masked_weight, "PDP's soft-masked weight (exact threshold)",
+        py::arg("weight"), py::arg("n_below"), py::arg("inv_tau"), py::arg("clip"));
   m.def("midpoint_threshold", &midpoint_threshold, "exact PDP threshold (radix select)");
   m.def("dense", &dense, "fused quantized/masked linear layer (one autograd node)", py::arg("x"),
         py::arg("weight"), py::arg("bias"), py::arg("mask"), py::arg("q_in"), py::arg("q_w"),

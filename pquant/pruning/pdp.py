@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from pquant import kernels
 from pquant.config.checks import check_range
 from pquant.pruning.base import EpochInfo, PruningConfig, PruningMethod, Stage
 from pquant.pruning.select import midpoint_threshold
@@ -133,6 +134,13 @@ class PDP(PruningMethod):
         if stage is Stage.TRAINING:
             if self.config.structured_pruning or not torch.is_grad_enabled():
                 return weight * self.soft_mask(weight)
+            ext = kernels.get()
+            if ext is not None and weight.dtype is torch.float32 and weight.device.type == "cpu":
+                n_prune = self._n_prune(weight.numel())  # the same, computed in one C++ call
+                if n_prune <= 0:
+                    return weight
+                return ext.pdp_masked_weight(weight, n_prune, 1.0 / self.config.temperature,
+                                             LOGIT_CLIP)
             scores = weight.detach().square()
             threshold = self._threshold(scores)
             if threshold is None:

@@ -371,3 +371,23 @@ def test_failed_build_falls_back_or_fails(monkeypatch):
     monkeypatch.delenv("PQUANT_KERNELS")
     monkeypatch.undo()
     kernels.reset()
+
+
+@pytest.mark.parametrize("shape", [(24, 16), (8, 4, 3, 3)])
+def test_pdp_weight_outside_the_dense_kernel_matches(monkeypatch, shape):
+    g = torch.Generator().manual_seed(10)
+    w0 = torch.randn(shape, generator=g)
+    w0.view(-1)[:5] = w0.view(-1)[5:10]  # ties
+    coeff = torch.randn(shape, generator=g)
+
+    def run():
+        pdp = PDP(PDPConfig(sparsity=0.7), shape, "conv" if len(shape) == 4 else "linear")
+        pdp.on_pretraining_end()
+        pdp.on_epoch_start(EpochInfo(Stage.TRAINING, 30, 100))
+        w = w0.clone().requires_grad_(True)
+        y = pdp(w)
+        (y * coeff).sum().backward()
+        return [y.detach(), w.grad]
+
+    on, off = both(monkeypatch, run)
+    assert_same(on, off)
