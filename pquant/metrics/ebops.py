@@ -27,20 +27,21 @@ def _as_tensor(bits, like: torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(bits, dtype=like.dtype, device=like.device)
 
 
-def _mac_cost(mac_bits: torch.Tensor, kept: torch.Tensor, bias_bits, positions: int):
+def _mac_cost(mac_bits: torch.Tensor, kept: torch.Tensor, bias_bits, positions: int,
+              bops: bool = True):
     mac_bits = mac_bits.expand(kept.shape) if mac_bits.dim() else mac_bits * torch.ones_like(kept)
     bias = 0.0
     if bias_bits is not None:
         bias_bits = _as_tensor(bias_bits, kept)
         per_output = bias_bits.expand(kept.shape[0]) if bias_bits.dim() == 0 else bias_bits
         bias = positions * per_output.reshape(-1).sum()
-    bops = positions * mac_bits.sum() + bias
     ebops = positions * (mac_bits * kept).sum() + bias
-    return bops, ebops
+    return (positions * mac_bits.sum() + bias if bops else None), ebops
 
 
-def linear_cost(weight_bits, input_bits, kept: torch.Tensor, bias_bits, positions: int):
-    """(BOPs, EBOPs) of ``y = W x + b`` at ``positions`` positions.
+def linear_cost(weight_bits, input_bits, kept: torch.Tensor, bias_bits, positions: int,
+                bops: bool = True):
+    """(BOPs, EBOPs) of ``y = W x + b`` at ``positions`` positions (BOPs None if not ``bops``).
 
     Args:
         weight_bits: scalar, ``(O, 1)`` or ``(O, I)`` bits per weight.
@@ -50,12 +51,14 @@ def linear_cost(weight_bits, input_bits, kept: torch.Tensor, bias_bits, position
         positions: number of output positions per sample.
     """
     wb, ib = _as_tensor(weight_bits, kept), _as_tensor(input_bits, kept)
-    return _mac_cost(wb * ib.reshape(-1) if ib.dim() else wb * ib, kept, bias_bits, positions)
+    return _mac_cost(wb * ib.reshape(-1) if ib.dim() else wb * ib, kept, bias_bits, positions,
+                     bops)
 
 
 def conv_cost(weight_bits, input_bits, kept: torch.Tensor, bias_bits, out_positions: int,
-              groups: int = 1):
-    """(BOPs, EBOPs) of a convolution with weight ``(O, C/groups, *kernel)``.
+              groups: int = 1, bops: bool = True):
+    """(BOPs, EBOPs) of a convolution with weight ``(O, C/groups, *kernel)`` (BOPs None if not
+    ``bops``).
 
     Args:
         weight_bits: scalar or broadcastable to the weight.
@@ -71,7 +74,7 @@ def conv_cost(weight_bits, input_bits, kept: torch.Tensor, bias_bits, out_positi
         per_group = ib.reshape(groups, 1, in_per_group).expand(groups, out_ch // groups,
                                                                 in_per_group)
         ib = per_group.reshape(out_ch, in_per_group, *([1] * (kept.dim() - 2)))
-    return _mac_cost(wb * ib, kept, bias_bits, out_positions)
+    return _mac_cost(wb * ib, kept, bias_bits, out_positions, bops)
 
 
 def pool_cost(input_bits, channels: int, out_positions: int, taps: int) -> torch.Tensor:

@@ -118,6 +118,10 @@ class PQActivation(PQModule, nn.Module):
         xq = self._quantize_in(xs)
         return self._quantize_out(x, self.fn(xq))
 
+    @property
+    def cost_free(self) -> bool:
+        return self.info.free
+
     def cost(self, for_loss: bool = False):
         shapes = self.sample_shapes
         if shapes is None or self.info.free:

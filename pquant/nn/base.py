@@ -84,8 +84,14 @@ class PQModule:
                 yield role, q
 
     # ------------------------------------------------------------------ cost
+    #: True when :meth:`cost` is zero whatever the bit-widths (the HGQ loss skips the layer)
+    cost_free = False
+
     def cost(self, for_loss: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """(BOPs, EBOPs) per sample for the shapes of the last forward (zero if none yet)."""
+        """(BOPs, EBOPs) per sample for the shapes of the last forward (zero if none yet).
+
+        ``for_loss``: False (report), True or a per-step memo dict (differentiable in the
+        learnable bit-widths; with a dict -- the HGQ loss -- BOPs may be None)."""
         return _zero(), _zero()
 
     # ------------------------------------------------------------------ finalisation

@@ -24,7 +24,7 @@ class _PQConvMixin(CompressedWeightMixin):
         out_positions = math.prod(shapes[1][1:])  # every output position of every channel
         return conv_cost(self.weight_bits(for_loss), self.input_bits(for_loss),
                          self.kept_weights(), self.bias_bits(for_loss), out_positions,
-                         self.groups)
+                         self.groups, bops=not isinstance(for_loss, dict))  # loss: EBOPs only
 
     @classmethod
     def from_torch(cls, layer, **compression):

@@ -122,4 +122,5 @@ class PQDense(CompressedWeightMixin, nn.Linear):
         in_shape = shapes[0]
         positions = math.prod(in_shape[:-1]) if len(in_shape) > 1 else 1
         return linear_cost(self.weight_bits(for_loss), self.input_bits(for_loss),
-                           self.kept_weights(), self.bias_bits(for_loss), positions)
+                           self.kept_weights(), self.bias_bits(for_loss), positions,
+                           bops=not isinstance(for_loss, dict))  # the loss needs EBOPs only

@@ -27,7 +27,8 @@ class CompressionLoss:
         q = s.quantization
         self.beta, self.gamma = float(q.hgq_beta), float(q.hgq_gamma)
         self.hgq = q.use_hgq and q.enable_quantization and (self.beta > 0 or self.gamma > 0)
-        self.costed = [m for m in model.modules() if isinstance(m, PQModule)]
+        # layers whose cost is zero whatever the bits add nothing (exactly) to the EBOPs term
+        self.costed = [m for m in model.modules() if isinstance(m, PQModule) and not m.cost_free]
         self.learnable = [m for m in model.modules()
                           if isinstance(m, Quantizer) and m.learnable]
         self.pruning = [m.pruning for m in model.modules()
