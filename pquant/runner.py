@@ -15,6 +15,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from pquant import kernels
 from pquant.config.errors import ConfigError
 from pquant.config.sections import sections
 from pquant.metrics.accuracy import evaluate
@@ -98,6 +99,16 @@ class _HydraRun:
 
 
 # ----------------------------------------------------------------------------- run
+def _load_kernels() -> None:
+    """Build/load the fused CPU kernels now (not mid-run); a bad PQUANT_KERNELS is a clean error."""
+    try:
+        kernels.get()
+    except ValueError as exc:
+        raise ConfigError(f"environment variable {exc}") from None
+    except RuntimeError as exc:  # PQUANT_KERNELS=on and the build failed
+        raise ConfigError(str(exc)) from None
+
+
 def run(cfg: DictConfig, output_dir: str | None = None) -> dict[str, Any]:
     """Run one experiment described by the composed config ``cfg``.
 
@@ -105,6 +116,7 @@ def run(cfg: DictConfig, output_dir: str | None = None) -> dict[str, Any]:
         The report (flat metrics plus ``warnings``), also written to ``<output_dir>/report.json``.
     """
     s = sections(cfg)  # every range check, before any model surgery
+    _load_kernels()
     hydra_run = _HydraRun(output_dir)
     out = hydra_run.output_dir
     out.mkdir(parents=True, exist_ok=True)

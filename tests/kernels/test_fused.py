@@ -391,3 +391,28 @@ def test_pdp_weight_outside_the_dense_kernel_matches(monkeypatch, shape):
 
     on, off = both(monkeypatch, run)
     assert_same(on, off)
+
+
+def test_runner_reports_kernel_settings_cleanly(monkeypatch, tmp_path):
+    from pquant.config.errors import ConfigError
+    from pquant.runner import run
+    from tests.conftest import FAST
+
+    cfg = load_config(FAST)
+    monkeypatch.setenv("PQUANT_KERNELS", "fast")
+    kernels.reset()
+    with pytest.raises(ConfigError, match=r"environment variable PQUANT_KERNELS must be one of"):
+        run(cfg, output_dir=str(tmp_path))
+    assert not (tmp_path / "report.json").exists()
+
+    def broken():
+        raise RuntimeError("no compiler")
+
+    monkeypatch.setattr(kernels, "_build", broken)
+    monkeypatch.setattr(kernels, "_built", None)
+    monkeypatch.setenv("PQUANT_KERNELS", "on")
+    kernels.reset()
+    with pytest.raises(ConfigError, match="PQUANT_KERNELS=on but the fused CPU kernels could not"):
+        run(cfg, output_dir=str(tmp_path))
+    monkeypatch.undo()
+    kernels.reset()
