@@ -25,6 +25,14 @@
 #include <cstring>
 #include <tuple>
 
+// Hot loops get an AVX2 clone next to the baseline one (picked at load time by the CPU), where
+// the toolchain supports function multi-versioning; elsewhere they are compiled once.
+#if defined(__x86_64__) && defined(__GNUC__) && defined(__ELF__)
+#define PQ_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define PQ_VECTOR_CLONES
+#endif
+
 namespace {
 
 using at::Tensor;
@@ -72,7 +80,7 @@ struct ScalarArgs {
 };
 
 template <int M, bool CC>
-__attribute__((target_clones("avx512f", "avx2", "default")))
+PQ_VECTOR_CLONES
 void scalar_loop(const float* __restrict x, float* __restrict y, int64_t n, ScalarArgs a) {
   for (int64_t j = 0; j < n; ++j) {
     float v = x[j];
@@ -88,7 +96,7 @@ void scalar_loop(const float* __restrict x, float* __restrict y, int64_t n, Scal
 }
 
 template <int M>
-__attribute__((target_clones("avx512f", "avx2", "default")))
+PQ_VECTOR_CLONES
 void element_loop(const float* __restrict x, float* __restrict y, int64_t n, const float* __restrict lo,
                   const float* __restrict hi, const float* __restrict scale, const float* __restrict inv) {
   for (int64_t j = 0; j < n; ++j) {
@@ -101,7 +109,7 @@ void element_loop(const float* __restrict x, float* __restrict y, int64_t n, con
 
 // Range split of n values in groups of ``inner`` consecutive elements.
 template <int M>
-__attribute__((target_clones("avx2", "default")))
+PQ_VECTOR_CLONES
 void split_loop(const float* __restrict x, float* __restrict y, int64_t groups, int64_t inner,
                 int64_t bits, float clo, float chi) {
   for (int64_t g = 0; g < groups; ++g) {
@@ -568,7 +576,7 @@ inline __attribute__((always_inline)) float hgq_q(float v, float lo, float hi, f
 }
 
 template <int M>
-__attribute__((target_clones("avx2", "default")))
+PQ_VECTOR_CLONES
 void hgq_fwd_rows(const float* __restrict x, float* __restrict q, int64_t n, const float* __restrict lo,
                   const float* __restrict hi, const float* __restrict sc, const float* __restrict st) {
   for (int64_t j = 0; j < n; ++j) q[j] = hgq_q<M>(x[j], lo[j], hi[j], sc[j], st[j]);
@@ -614,7 +622,7 @@ inline __attribute__((always_inline)) void hgq_terms_at(float gv, float v, float
 }
 
 template <int M>
-__attribute__((target_clones("avx2", "default")))
+PQ_VECTOR_CLONES
 void hgq_bwd_rows(const float* __restrict g, const float* __restrict x, int64_t n, const float* __restrict lo,
                   const float* __restrict hi, const float* __restrict sc, const float* __restrict st,
                   float* __restrict gx, float* __restrict ef, float* __restrict eo, float* __restrict es) {
@@ -622,7 +630,7 @@ void hgq_bwd_rows(const float* __restrict g, const float* __restrict x, int64_t 
 }
 
 template <int M>
-__attribute__((target_clones("avx2", "default")))
+PQ_VECTOR_CLONES
 void hgq_bwd_const(const float* __restrict g, const float* __restrict x, int64_t n, float lo, float hi, float sc,
                    float st, float* __restrict gx, float* __restrict ef, float* __restrict eo, float* __restrict es) {
   for (int64_t j = 0; j < n; ++j) hgq_terms_at<M>(g[j], x[j], lo, hi, sc, st, gx[j], ef[j], eo[j], es[j]);
