@@ -115,8 +115,14 @@ class PQActivation(PQModule, nn.Module):
         xs = x
         if self.multiplier is not None:
             xs = x * torch.exp2(round_ste(self.multiplier))
-        xq = self._quantize_in(xs)
-        return self._quantize_out(x, self.fn(xq))
+        modules = self._modules  # (read directly: this runs once per layer and step)
+        q_in, q_out = modules["input_quantizer"], modules["output_quantizer"]
+        xq = xs if q_in is None else q_in.forward(xs)
+        y = self.fn(xq)
+        if q_out is not None:
+            y = q_out.forward(y)
+        self.__dict__["_shapes"] = (x.shape, y.shape)
+        return y
 
     @property
     def cost_free(self) -> bool:

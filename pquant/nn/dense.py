@@ -96,15 +96,19 @@ class PQDense(CompressedWeightMixin, nn.Linear):
         """The whole layer as one autograd node (same values and gradients as the generic path);
         None when it does not apply (no graph needed -- eval uses the cache --, finalized,
         quantize-then-prune order, a format the kernels do not implement)."""
-        weight, bias = self.weight, self.bias
+        # (parameters and sub-modules read from their dicts: this runs once per layer and step)
+        params = self._parameters
+        weight, bias = params["weight"], params["bias"]
         if (self.finalized or not self.pruning_first or weight.dtype is not _F32
-                or weight.is_cuda or not self._needs_graph()):
+                or weight.is_cuda):
+            return None
+        if not (torch.is_grad_enabled() and weight.requires_grad) and not self._needs_graph():
             return None
         specs = self._fused_specs(x)
         if specs is None:
             return None
         mask = soft = None
-        prune = self.pruning
+        prune = self._modules["pruning"]
         if prune is not None:
             weight, mask, soft = prune.fused_weight(weight)
             if bias is not None and prune.masks_bias:

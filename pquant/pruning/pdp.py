@@ -160,7 +160,7 @@ class PDP(PruningMethod):
             if n_prune <= 0:
                 return weight, None, None
             return weight, None, (n_prune, 1.0 / self.config.temperature, LOGIT_CLIP)
-        return weight, (None if stage is Stage.PRETRAINING else self.mask), None
+        return weight, (None if stage is Stage.PRETRAINING else self._buffers["mask"]), None
 
     def hard_mask(self, weight: torch.Tensor) -> torch.Tensor:
         if self.stage is Stage.TRAINING:
