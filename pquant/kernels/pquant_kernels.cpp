@@ -75,6 +75,18 @@ inline __attribute__((always_inline)) float round_code(float z) {
   }
 }
 
+// ``FN<mode>(args...)`` for a run-time rounding mode (returns what FN returns).
+#define PQ_ROUND_DISPATCH(mode, FN, ...)                          \
+  switch (mode) {                                                  \
+    case TRN: return FN<TRN>(__VA_ARGS__);                         \
+    case RND: return FN<RND>(__VA_ARGS__);                         \
+    case RND_CONV: return FN<RND_CONV>(__VA_ARGS__);               \
+    case TRN_ZERO: return FN<TRN_ZERO>(__VA_ARGS__);               \
+    case RND_ZERO: return FN<RND_ZERO>(__VA_ARGS__);               \
+    case RND_MIN_INF: return FN<RND_MIN_INF>(__VA_ARGS__);         \
+    default: return FN<RND_INF>(__VA_ARGS__);                      \
+  }
+
 struct ScalarArgs {
   float below, above, scale, inv, clo, chi;
 };
@@ -161,15 +173,7 @@ Tensor quantize_values(const Tensor& x_in, const FixedSpec& s) {
       const float* xb = xp + b * inner;
       float* yb = yp + b * inner;
       const int64_t m = e - b;
-      switch (s.mode) {
-        case TRN: split_loop<TRN>(xb, yb, m, inner, bits, clo, chi); break;
-        case RND: split_loop<RND>(xb, yb, m, inner, bits, clo, chi); break;
-        case RND_CONV: split_loop<RND_CONV>(xb, yb, m, inner, bits, clo, chi); break;
-        case TRN_ZERO: split_loop<TRN_ZERO>(xb, yb, m, inner, bits, clo, chi); break;
-        case RND_ZERO: split_loop<RND_ZERO>(xb, yb, m, inner, bits, clo, chi); break;
-        case RND_MIN_INF: split_loop<RND_MIN_INF>(xb, yb, m, inner, bits, clo, chi); break;
-        default: split_loop<RND_INF>(xb, yb, m, inner, bits, clo, chi); break;
-      }
+      PQ_ROUND_DISPATCH(s.mode, split_loop, xb, yb, m, inner, bits, clo, chi)
     });
     return y;
   }
@@ -179,15 +183,7 @@ Tensor quantize_values(const Tensor& x_in, const FixedSpec& s) {
     const float *sc = s.scale_t.data_ptr<float>(), *iv = s.inv_t.data_ptr<float>();
     at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
       const int64_t m = e - b;
-      switch (s.mode) {
-        case TRN: element_loop<TRN>(xp + b, yp + b, m, lo + b, hi + b, sc + b, iv + b); break;
-        case RND: element_loop<RND>(xp + b, yp + b, m, lo + b, hi + b, sc + b, iv + b); break;
-        case RND_CONV: element_loop<RND_CONV>(xp + b, yp + b, m, lo + b, hi + b, sc + b, iv + b); break;
-        case TRN_ZERO: element_loop<TRN_ZERO>(xp + b, yp + b, m, lo + b, hi + b, sc + b, iv + b); break;
-        case RND_ZERO: element_loop<RND_ZERO>(xp + b, yp + b, m, lo + b, hi + b, sc + b, iv + b); break;
-        case RND_MIN_INF: element_loop<RND_MIN_INF>(xp + b, yp + b, m, lo + b, hi + b, sc + b, iv + b); break;
-        default: element_loop<RND_INF>(xp + b, yp + b, m, lo + b, hi + b, sc + b, iv + b); break;
-      }
+      PQ_ROUND_DISPATCH(s.mode, element_loop, xp + b, yp + b, m, lo + b, hi + b, sc + b, iv + b)
     });
     return y;
   }
@@ -196,15 +192,7 @@ Tensor quantize_values(const Tensor& x_in, const FixedSpec& s) {
   const bool cc = s.code_clip;
   at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
     const int64_t m = e - b;
-    switch (s.mode) {
-      case TRN: dispatch_scalar<TRN>(xp + b, yp + b, m, a, cc); break;
-      case RND: dispatch_scalar<RND>(xp + b, yp + b, m, a, cc); break;
-      case RND_CONV: dispatch_scalar<RND_CONV>(xp + b, yp + b, m, a, cc); break;
-      case TRN_ZERO: dispatch_scalar<TRN_ZERO>(xp + b, yp + b, m, a, cc); break;
-      case RND_ZERO: dispatch_scalar<RND_ZERO>(xp + b, yp + b, m, a, cc); break;
-      case RND_MIN_INF: dispatch_scalar<RND_MIN_INF>(xp + b, yp + b, m, a, cc); break;
-      default: dispatch_scalar<RND_INF>(xp + b, yp + b, m, a, cc); break;
-    }
+    PQ_ROUND_DISPATCH(s.mode, dispatch_scalar, xp + b, yp + b, m, a, cc)
   });
   return y;
 }
@@ -362,6 +350,16 @@ float bits_to_float(uint32_t u) {
   return f;
 }
 
+// pquant.pruning.select.midpoint_threshold of n non-negative float32 scores: midway between the
+// n_below-th and the (n_below + 1)-th smallest, in float32 arithmetic as numpy does it.
+float midpoint_threshold_of(const float* scores, int64_t n, int64_t n_below) {
+  const uint32_t* keys = reinterpret_cast<const uint32_t*>(scores);
+  Selected sel = radix_select(keys, n, n_below - 1);
+  if (!sel.has_next) sel.next = radix_select(keys, n, n_below).kth;
+  const float low = bits_to_float(sel.kth), high = bits_to_float(sel.next);
+  return high - (high - low) * 0.5f;
+}
+
 // (scores, soft mask) for PDP; scores = w * w, mask as described above.
 std::pair<Tensor, Tensor> pdp_soft_mask(const Tensor& w_in, const SoftMask& soft) {
   Tensor w = w_in.contiguous();
@@ -371,11 +369,7 @@ std::pair<Tensor, Tensor> pdp_soft_mask(const Tensor& w_in, const SoftMask& soft
   const float* wp = w.data_ptr<float>();
   float* sp = scores.data_ptr<float>();
   for (int64_t j = 0; j < n; ++j) sp[j] = wp[j] * wp[j];
-  const uint32_t* keys = reinterpret_cast<const uint32_t*>(sp);
-  Selected sel = radix_select(keys, n, soft.n_below - 1);
-  if (!sel.has_next) sel.next = radix_select(keys, n, soft.n_below).kth;
-  const float low = bits_to_float(sel.kth), high = bits_to_float(sel.next);
-  const float threshold = high - (high - low) * 0.5f;
+  const float threshold = midpoint_threshold_of(sp, n, soft.n_below);
   const float inv_tau = static_cast<float>(soft.inv_tau);
   const float clip = static_cast<float>(soft.clip);
   Tensor mask = at::empty_like(scores, at::MemoryFormat::Contiguous);
@@ -669,17 +663,6 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> hgq_backward_terms(const Tensor& g_in
   return {gx.view(x_in.sizes()), ef.view(x_in.sizes()), eo.view(x_in.sizes()), es.view(x_in.sizes())};
 }
 
-#define PQ_ROUND_DISPATCH(mode, FN, ...)                          \
-  switch (mode) {                                                  \
-    case TRN: return FN<TRN>(__VA_ARGS__);                         \
-    case RND: return FN<RND>(__VA_ARGS__);                         \
-    case RND_CONV: return FN<RND_CONV>(__VA_ARGS__);               \
-    case TRN_ZERO: return FN<TRN_ZERO>(__VA_ARGS__);               \
-    case RND_ZERO: return FN<RND_ZERO>(__VA_ARGS__);               \
-    case RND_MIN_INF: return FN<RND_MIN_INF>(__VA_ARGS__);         \
-    default: return FN<RND_INF>(__VA_ARGS__);                      \
-  }
-
 Tensor hgq_values(const Tensor& x, const HGQPlan& p, int mode) { PQ_ROUND_DISPATCH(mode, hgq_forward_values, x, p) }
 
 std::tuple<Tensor, Tensor, Tensor, Tensor> hgq_terms(const Tensor& g, const Tensor& x, const HGQPlan& p, int mode) {
@@ -771,11 +754,7 @@ double midpoint_threshold(const Tensor& scores_in, int64_t n_below) {
   check_input(scores);
   const int64_t n = scores.numel();
   TORCH_CHECK(n_below >= 1 && n_below < n, "n_below must lie in [1, numel - 1]");
-  const uint32_t* keys = reinterpret_cast<const uint32_t*>(scores.data_ptr<float>());
-  Selected sel = radix_select(keys, n, n_below - 1);
-  if (!sel.has_next) sel.next = radix_select(keys, n, n_below).kth;
-  const float low = bits_to_float(sel.kth), high = bits_to_float(sel.next);
-  return high - (high - low) * 0.5f;
+  return midpoint_threshold_of(scores.data_ptr<float>(), n, n_below);
 }
 
 }  // namespace

@@ -352,14 +352,19 @@ def test_hgq_matches(monkeypatch, round_mode, overflow_mode, shape):
     assert_same(on, off)
 
 
-def test_failed_build_falls_back_or_fails(monkeypatch):
+def break_build(monkeypatch, setting: str, reason: str) -> None:
+    """Make the next kernels.get() see a build failing with ``reason`` under ``setting``."""
     def broken():
-        raise RuntimeError("Ninja is required to load C++ extensions")
+        raise RuntimeError(reason)
 
     monkeypatch.setattr(kernels, "_build", broken)
     monkeypatch.setattr(kernels, "_built", None)
-    monkeypatch.setenv("PQUANT_KERNELS", "auto")
+    monkeypatch.setenv("PQUANT_KERNELS", setting)
     kernels.reset()
+
+
+def test_failed_build_falls_back_or_fails(monkeypatch):
+    break_build(monkeypatch, "auto", "Ninja is required to load C++ extensions")
     with pytest.warns(RuntimeWarning, match="fused CPU kernels unavailable .*Ninja is required"):
         assert kernels.get() is None
     q = FixedPointQuantizer(1, 3, 4)  # the torch path still works
@@ -405,13 +410,7 @@ def test_runner_reports_kernel_settings_cleanly(monkeypatch, tmp_path):
         run(cfg, output_dir=str(tmp_path))
     assert not (tmp_path / "report.json").exists()
 
-    def broken():
-        raise RuntimeError("no compiler")
-
-    monkeypatch.setattr(kernels, "_build", broken)
-    monkeypatch.setattr(kernels, "_built", None)
-    monkeypatch.setenv("PQUANT_KERNELS", "on")
-    kernels.reset()
+    break_build(monkeypatch, "on", "no compiler")
     with pytest.raises(ConfigError, match="PQUANT_KERNELS=on but the fused CPU kernels could not"):
         run(cfg, output_dir=str(tmp_path))
     monkeypatch.undo()
