@@ -7,7 +7,7 @@ Tests compare the two paths.
 
 Control with the environment variable ``PQUANT_KERNELS``:
 
-* ``auto`` (default) -- build on first use (about a minute, once per torch version; the build is
+* ``auto`` (default) -- build on first use (about a minute, once per checkout and torch version; the build is
   cached under ``TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``); if the build
   fails (no compiler), warn once and use the pure-torch path;
 * ``on`` -- as ``auto``, but a failed build is an error;
@@ -57,6 +57,9 @@ def _module_name() -> str:
     digest = hashlib.sha256(SOURCE.read_bytes())
     digest.update(" ".join(CFLAGS).encode())
     digest.update(torch.__version__.encode())
+    # one build per checkout: torch rebuilds a module whose source path changed, so two clones
+    # sharing a name would rebuild each other's module on every alternation
+    digest.update(str(SOURCE.resolve()).encode())
     return f"pquant_kernels_{digest.hexdigest()[:12]}"
 
 
@@ -67,7 +70,7 @@ def _build():
     build_dir = Path(cpp_extension._get_build_directory(name, verbose=False))
     fresh = not (build_dir / f"{name}.so").exists()
     if fresh:
-        print("pquant: compiling the fused CPU kernels (once per torch version, about a minute; "
+        print("pquant: compiling the fused CPU kernels (once per checkout and torch version, about a minute; "
               "PQUANT_KERNELS=off skips them)...", file=sys.stderr, flush=True)
     start = time.perf_counter()
     module = cpp_extension.load(name=name, sources=[str(SOURCE)], extra_cflags=CFLAGS,
