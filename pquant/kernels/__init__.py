@@ -28,7 +28,7 @@ from pathlib import Path
 from pquant.quant.modes import RoundMode
 
 SOURCE = Path(__file__).with_name("pquant_kernels.cpp")
-CFLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math"]
+CFLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off"]
 #: rounding modes in the order of the C++ enum
 ROUND_MODES = (RoundMode.TRN, RoundMode.RND, RoundMode.RND_CONV, RoundMode.TRN_ZERO,
                RoundMode.RND_ZERO, RoundMode.RND_MIN_INF, RoundMode.RND_INF)

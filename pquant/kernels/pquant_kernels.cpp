@@ -465,10 +465,13 @@ Tensor dense(const Tensor& x, const Tensor& w, const std::optional<Tensor>& b,
 }
 
 // --------------------------------------------------------------------------------------- HGQ
-// pquant.quant.hgq._make_plan + _HGQQuantize for the saturating modes, in two passes: the plan
-// (one loop over the bit parameters) and the quantization (one TensorIterator pass over x, the
-// parameters broadcast); the backward is one pass plus the reductions onto the parameter shape.
-// Every element-wise expression is the one the torch path evaluates, in the same order.
+// pquant.quant.hgq._make_plan + _HGQQuantize for the saturating modes: the plan (one loop over the
+// bit parameters) and the quantization (one pass over x, the parameters broadcast). The backward
+// is one pass over x that also sums the gradient terms onto the bit parameters (in float64, in
+// an order that does not depend on the number of threads), then one loop over the parameters
+// that combines the sums -- the torch path sums in float64 too, so both agree to float rounding.
+// Values and input gradients are bit for bit those of the torch path.
+// With ``relu`` the output is relu(q(x)) (PQActivation's relu after its input quantizer).
 // The plan lives in one (9, n) buffer (rows below) plus the widths, which are an output.
 enum PlanRow : int { LO = 0, HI, SCALE, STEP, ACTIVE, GI_O, GI_S, GF_O, GF_S, PLAN_ROWS };
 
@@ -477,16 +480,57 @@ struct HGQPlan {
   std::vector<int64_t> shape;
   int64_t n = 0;
   const float* row(int r) const { return buf.data_ptr<float>() + r * n; }
-  Tensor get(int r) const { return buf.select(0, r).view(shape); }
 };
 
-// 2**e for an integer-valued float e (what torch.exp2 returns for it, built from the bits).
+// Round half to even without touching the floating-point environment (std::nearbyint is a libm
+// call on baseline x86-64): below 2**23 the sum with 2**23 has an ulp of 1, and larger floats
+// are integers already.
+inline float rne(float v) {
+  const float a = std::fabs(v);
+  const float r = (a + 8388608.f) - 8388608.f;
+  return a < 8388608.f ? std::copysign(r, v) : v;
+}
+
+// 2**e for an integer-valued float e in [-126, 127] (what torch.exp2 returns), from the bits.
 inline float pow2i(float e) {
-  if (e >= -126.f && e <= 127.f) {
-    const uint32_t u = static_cast<uint32_t>(static_cast<int32_t>(e) + 127) << 23;
-    return bits_to_float(u);
+  const float c = e < -126.f ? -126.f : (e > 127.f ? 127.f : e);
+  return bits_to_float(static_cast<uint32_t>(static_cast<int32_t>(c) + 127) << 23);
+}
+
+// The plan of elements [0, n); returns the number of elements whose exponents left
+// [-126, 127] (the caller redoes the grid values of those with std::exp2).
+template <bool LEARN_I, bool SYM>
+PQ_VECTOR_CLONES
+int hgq_plan_loop(const float* __restrict ip, const float* __restrict fp, const float* __restrict kp, int64_t n,
+                  float* __restrict lo, float* __restrict hi, float* __restrict sc, float* __restrict st,
+                  float* __restrict act, float* __restrict gio, float* __restrict gis, float* __restrict gfo,
+                  float* __restrict gfs, float* __restrict bits) {
+  const float half_ln2 = static_cast<float>(0.5 * std::log(2.0));
+  int bad = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    const float f = rne(fp[j]);
+    const float i = LEARN_I ? rne(ip[j]) : ip[j];
+    const float neg_f = -f;
+    const float i_eff = i > neg_f ? i : (i != i ? i : neg_f);  // torch.maximum (NaN wins)
+    const float width = i_eff + f;
+    bad += (f >= -126.f && f <= 126.f && i_eff >= -126.f && i_eff <= 127.f) ? 0 : 1;
+    const float step = pow2i(neg_f), scale = pow2i(f), pow_i = pow2i(i_eff);
+    const float kk = kp[j];
+    const float h = pow_i - step;
+    hi[j] = h;
+    lo[j] = -kk * (SYM ? h : pow_i);
+    sc[j] = scale;
+    st[j] = step;
+    bits[j] = width + kk;
+    act[j] = width > 0.f ? 1.f : 0.f;
+    const float half_i = half_ln2 * pow_i;
+    gio[j] = half_i * (1.f - kk);
+    gis[j] = half_i * (1.f + kk);
+    const float half_f = half_ln2 * step;
+    gfo[j] = SYM ? half_f * (1.f - kk) : half_f;
+    gfs[j] = SYM ? half_f * (1.f + kk) : half_f;
   }
-  return std::exp2(e);
+  return bad;
 }
 
 HGQPlan hgq_plan(const Tensor& i_raw, const Tensor& f_raw, const Tensor& k, bool learn_i, bool sym) {
@@ -499,31 +543,28 @@ HGQPlan hgq_plan(const Tensor& i_raw, const Tensor& f_raw, const Tensor& k, bool
   p.buf = at::empty({PLAN_ROWS, n}, fc.options());
   p.bits = at::empty_like(fc, at::MemoryFormat::Contiguous);
   const float *ip = ic.data_ptr<float>(), *fp = fc.data_ptr<float>(), *kp = kc.data_ptr<float>();
-  float* base = p.buf.data_ptr<float>();
+  float *base = p.buf.data_ptr<float>(), *bits = p.bits.data_ptr<float>();
   float *lo = base + LO * n, *hi = base + HI * n, *sc = base + SCALE * n, *st = base + STEP * n,
         *act = base + ACTIVE * n, *gio = base + GI_O * n, *gis = base + GI_S * n, *gfo = base + GF_O * n,
-        *gfs = base + GF_S * n, *bits = p.bits.data_ptr<float>();
-  const float half_ln2 = static_cast<float>(0.5 * std::log(2.0));
-  for (int64_t j = 0; j < n; ++j) {
-    const float f = std::nearbyint(fp[j]);
-    const float i = learn_i ? std::nearbyint(ip[j]) : ip[j];
-    const float neg_f = -f;
-    const float i_eff = i > neg_f ? i : (std::isnan(i) ? i : neg_f);
-    const float width = i_eff + f;
-    const float step = pow2i(neg_f), scale = pow2i(f), pow_i = pow2i(i_eff);
-    const float kk = kp[j];
-    hi[j] = pow_i - step;
-    lo[j] = -kk * (sym ? hi[j] : pow_i);
-    sc[j] = scale;
-    st[j] = step;
-    bits[j] = width + kk;
-    act[j] = width > 0.f ? 1.f : 0.f;
-    const float half_i = half_ln2 * pow_i;
-    gio[j] = half_i * (1.f - kk);
-    gis[j] = half_i * (1.f + kk);
-    const float half_f = half_ln2 * step;
-    gfo[j] = sym ? half_f * (1.f - kk) : half_f;
-    gfs[j] = sym ? half_f * (1.f + kk) : half_f;
+        *gfs = base + GF_S * n;
+  const auto loop = learn_i ? (sym ? hgq_plan_loop<true, true> : hgq_plan_loop<true, false>)
+                            : (sym ? hgq_plan_loop<false, true> : hgq_plan_loop<false, false>);
+  if (loop(ip, fp, kp, n, lo, hi, sc, st, act, gio, gis, gfo, gfs, bits) != 0) {
+    // huge or NaN exponents: redo the grid values with std::exp2 (as torch.exp2 does)
+    const float half_ln2 = static_cast<float>(0.5 * std::log(2.0));
+    for (int64_t j = 0; j < n; ++j) {
+      const float f = rne(fp[j]), i = learn_i ? rne(ip[j]) : ip[j], neg_f = -f;
+      const float i_eff = i > neg_f ? i : (std::isnan(i) ? i : neg_f);
+      const float step = std::exp2(neg_f), pow_i = std::exp2(i_eff), kk = kp[j];
+      hi[j] = pow_i - step;
+      lo[j] = -kk * (sym ? hi[j] : pow_i);
+      sc[j] = std::exp2(f);
+      st[j] = step;
+      gio[j] = half_ln2 * pow_i * (1.f - kk);
+      gis[j] = half_ln2 * pow_i * (1.f + kk);
+      gfo[j] = sym ? half_ln2 * step * (1.f - kk) : half_ln2 * step;
+      gfs[j] = sym ? half_ln2 * step * (1.f + kk) : half_ln2 * step;
+    }
   }
   return p;
 }
@@ -550,8 +591,8 @@ Blocks blocks_of(const Tensor& x, const std::vector<int64_t>& pshape) {
     }
   }
   Blocks b;
-  if (first < 0) {
-    b.A = x.numel();
+  if (first < 0) {  // one parameter: a single run of every element
+    b.I = x.numel();
     return b;
   }
   for (int64_t d = first; d <= last; ++d)
@@ -562,21 +603,32 @@ Blocks blocks_of(const Tensor& x, const std::vector<int64_t>& pshape) {
   return b;
 }
 
-template <int M>
+template <int M, bool RELU>
 inline __attribute__((always_inline)) float hgq_q(float v, float lo, float hi, float sc, float st) {
   v = v < lo ? lo : v;
   v = v > hi ? hi : v;
-  return round_code<M>(v * sc) * st;
+  const float q = round_code<M>(v * sc) * st;
+  if constexpr (RELU) return q < 0.f ? 0.f : q;  // torch.relu (NaN stays NaN)
+  return q;
 }
 
-template <int M>
+template <int M, bool RELU>
 PQ_VECTOR_CLONES
 void hgq_fwd_rows(const float* __restrict x, float* __restrict q, int64_t n, const float* __restrict lo,
                   const float* __restrict hi, const float* __restrict sc, const float* __restrict st) {
-  for (int64_t j = 0; j < n; ++j) q[j] = hgq_q<M>(x[j], lo[j], hi[j], sc[j], st[j]);
+  for (int64_t j = 0; j < n; ++j) q[j] = hgq_q<M, RELU>(x[j], lo[j], hi[j], sc[j], st[j]);
 }
 
-template <int M>
+template <int M, bool RELU>
+PQ_VECTOR_CLONES
+void hgq_fwd_const(const float* __restrict x, float* __restrict q, int64_t n, float lo, float hi, float sc, float st) {
+  for (int64_t j = 0; j < n; ++j) q[j] = hgq_q<M, RELU>(x[j], lo, hi, sc, st);
+}
+
+// Rows of x (A) per task: about kGrain elements.
+inline int64_t rows_per_task(const Blocks& b) { return std::max<int64_t>(1, kGrain / std::max<int64_t>(b.P * b.I, 1)); }
+
+template <int M, bool RELU>
 Tensor hgq_forward_values(const Tensor& x_in, const HGQPlan& p) {
   Tensor x = x_in.contiguous();
   Tensor q = at::empty_like(x, at::MemoryFormat::Contiguous);
@@ -584,98 +636,217 @@ Tensor hgq_forward_values(const Tensor& x_in, const HGQPlan& p) {
   const float *xp = x.data_ptr<float>(), *lo = p.row(LO), *hi = p.row(HI), *sc = p.row(SCALE), *st = p.row(STEP);
   float* qp = q.data_ptr<float>();
   const int64_t P = b.P, I = b.I;
-  at::parallel_for(0, b.A, std::max<int64_t>(1, kGrain / std::max<int64_t>(P * I, 1)), [&](int64_t a0, int64_t a1) {
+  if (b.A == 1 && P == 1) {  // one parameter
+    at::parallel_for(0, I, kGrain, [&](int64_t e0, int64_t e1) {
+      hgq_fwd_const<M, RELU>(xp + e0, qp + e0, e1 - e0, lo[0], hi[0], sc[0], st[0]);
+    });
+    return q;
+  }
+  at::parallel_for(0, b.A, rows_per_task(b), [&](int64_t a0, int64_t a1) {
     for (int64_t a = a0; a < a1; ++a) {
       const float* xa = xp + a * P * I;
       float* qa = qp + a * P * I;
       if (I == 1) {
-        hgq_fwd_rows<M>(xa, qa, P, lo, hi, sc, st);
+        hgq_fwd_rows<M, RELU>(xa, qa, P, lo, hi, sc, st);
       } else {
-        for (int64_t j = 0; j < P; ++j)
-          scalar_loop<M, false>(xa + j * I, qa + j * I, I, ScalarArgs{lo[j], hi[j], sc[j], st[j], 0.f, 0.f});
+        for (int64_t j = 0; j < P; ++j) hgq_fwd_const<M, RELU>(xa + j * I, qa + j * I, I, lo[j], hi[j], sc[j], st[j]);
       }
     }
   });
   return q;
 }
 
-// Per element: gx = g - g * outside, ef = g * (q - xc), eo = g * outside, es = g * side.
-template <int M>
-inline __attribute__((always_inline)) void hgq_terms_at(float gv, float v, float lo, float hi, float sc, float st, float& gx, float& ef,
-                         float& eo, float& es) {
+// Per element: gx = g - g * outside, ef = g * (q - xc), eo = g * outside, es = g * side (the
+// torch path's expressions); with RELU the incoming gradient is first zeroed where relu(q) = 0.
+template <int M, bool RELU>
+inline __attribute__((always_inline)) void hgq_terms_at(float gv, float v, float lo, float hi, float sc, float st,
+                                                        float& gx, float& ef, float& eo, float& es) {
   float xc = v < lo ? lo : v;
   xc = xc > hi ? hi : xc;
   const float d = v - xc;
   const float side = static_cast<float>((d > 0.f) - (d < 0.f));
   const float outside = std::fabs(side);
   const float q = round_code<M>(xc * sc) * st;
+  if constexpr (RELU) gv = q <= 0.f ? 0.f : gv;  // threshold_backward(grad, relu(q), 0)
   gx = gv + (-1.f * gv) * outside;
   ef = gv * (q - xc);
   eo = gv * outside;
   es = gv * side;
 }
 
-template <int M>
+// One row of P elements, element j on parameter j: gx, and the terms added to the sums.
+template <int M, bool RELU>
 PQ_VECTOR_CLONES
-void hgq_bwd_rows(const float* __restrict g, const float* __restrict x, int64_t n, const float* __restrict lo,
-                  const float* __restrict hi, const float* __restrict sc, const float* __restrict st,
-                  float* __restrict gx, float* __restrict ef, float* __restrict eo, float* __restrict es) {
-  for (int64_t j = 0; j < n; ++j) hgq_terms_at<M>(g[j], x[j], lo[j], hi[j], sc[j], st[j], gx[j], ef[j], eo[j], es[j]);
+void hgq_bwd_row(const float* __restrict g, const float* __restrict x, int64_t n, const float* __restrict lo,
+                 const float* __restrict hi, const float* __restrict sc, const float* __restrict st,
+                 float* __restrict gx, double* __restrict sf, double* __restrict so, double* __restrict ss) {
+  for (int64_t j = 0; j < n; ++j) {
+    float gxv, ef, eo, es;
+    hgq_terms_at<M, RELU>(g[j], x[j], lo[j], hi[j], sc[j], st[j], gxv, ef, eo, es);
+    gx[j] = gxv;
+    sf[j] += static_cast<double>(ef);
+    so[j] += static_cast<double>(eo);
+    ss[j] += static_cast<double>(es);
+  }
 }
 
-template <int M>
+// A run of n elements on one parameter: gx, and the terms summed in 8 lanes (then in lane order).
+constexpr int kLanes = 8;
+template <int M, bool RELU>
 PQ_VECTOR_CLONES
-void hgq_bwd_const(const float* __restrict g, const float* __restrict x, int64_t n, float lo, float hi, float sc,
-                   float st, float* __restrict gx, float* __restrict ef, float* __restrict eo, float* __restrict es) {
-  for (int64_t j = 0; j < n; ++j) hgq_terms_at<M>(g[j], x[j], lo, hi, sc, st, gx[j], ef[j], eo[j], es[j]);
+void hgq_bwd_run(const float* __restrict g, const float* __restrict x, int64_t n, float lo, float hi, float sc,
+                 float st, float* __restrict gx, double* __restrict sums /* f, o, s */) {
+  double lf[kLanes] = {}, lo_[kLanes] = {}, ls[kLanes] = {};
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes) {
+    for (int l = 0; l < kLanes; ++l) {
+      float gxv, ef, eo, es;
+      hgq_terms_at<M, RELU>(g[j + l], x[j + l], lo, hi, sc, st, gxv, ef, eo, es);
+      gx[j + l] = gxv;
+      lf[l] += static_cast<double>(ef);
+      lo_[l] += static_cast<double>(eo);
+      ls[l] += static_cast<double>(es);
+    }
+  }
+  for (int l = 0; j < n; ++j, ++l) {
+    float gxv, ef, eo, es;
+    hgq_terms_at<M, RELU>(g[j], x[j], lo, hi, sc, st, gxv, ef, eo, es);
+    gx[j] = gxv;
+    lf[l] += static_cast<double>(ef);
+    lo_[l] += static_cast<double>(eo);
+    ls[l] += static_cast<double>(es);
+  }
+  for (int l = 0; l < kLanes; ++l) {
+    sums[0] += lf[l];
+    sums[1] += lo_[l];
+    sums[2] += ls[l];
+  }
 }
 
-template <int M>
-std::tuple<Tensor, Tensor, Tensor, Tensor> hgq_backward_terms(const Tensor& g_in, const Tensor& x_in,
-                                                              const HGQPlan& p) {
-  Tensor x = x_in.contiguous(), g = g_in.contiguous();
-  Tensor gx = at::empty_like(x, at::MemoryFormat::Contiguous);
-  // ef, eo, es only live until they are reduced: a per-thread scratch buffer, reused between
-  // calls, spares three fresh allocations (and their page faults) per backward.
-  thread_local Tensor scratch;
-  const int64_t n = x.numel();
-  if (!scratch.defined() || scratch.numel() < 3 * n) scratch = at::empty({3 * n}, x.options());
-  Tensor ef = scratch.narrow(0, 0, n), eo = scratch.narrow(0, n, n), es = scratch.narrow(0, 2 * n, n);
+// gx (written to gx_out) and the float64 sums (3, P) of ef, eo, es over A and I. Tasks cover fixed
+// ranges of rows (or, with one row, of parameters / of the single run), so the summation order
+// is the same whatever the number of threads.
+template <int M, bool RELU>
+void hgq_backward_pass(const Tensor& g, const Tensor& x, const HGQPlan& p, float* gxp, double* sums) {
   const Blocks b = blocks_of(x, p.shape);
   const float *xp = x.data_ptr<float>(), *gp = g.data_ptr<float>(), *lo = p.row(LO), *hi = p.row(HI),
               *sc = p.row(SCALE), *st = p.row(STEP);
-  float *gxp = gx.data_ptr<float>(), *efp = ef.data_ptr<float>(), *eop = eo.data_ptr<float>(),
-        *esp = es.data_ptr<float>();
-  const int64_t P = b.P, I = b.I;
-  at::parallel_for(0, b.A, std::max<int64_t>(1, kGrain / std::max<int64_t>(P * I, 1)), [&](int64_t a0, int64_t a1) {
-    for (int64_t a = a0; a < a1; ++a) {
-      const int64_t base = a * P * I;
+  const int64_t A = b.A, P = b.P, I = b.I;
+  double *sf = sums, *so = sums + P, *ss = sums + 2 * P;
+  if (A == 1 && P == 1) {  // one parameter: fixed chunks of the run, partial sums added in order
+    const int64_t chunks = std::max<int64_t>(1, (I + kGrain - 1) / kGrain);
+    std::vector<double> part(3 * chunks, 0.0);
+    at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
+      for (int64_t c = c0; c < c1; ++c) {
+        const int64_t e0 = c * kGrain, e1 = std::min(I, e0 + kGrain);
+        hgq_bwd_run<M, RELU>(gp + e0, xp + e0, e1 - e0, lo[0], hi[0], sc[0], st[0], gxp + e0, part.data() + 3 * c);
+      }
+    });
+    for (int64_t c = 0; c < chunks; ++c) {
+      sf[0] += part[3 * c];
+      so[0] += part[3 * c + 1];
+      ss[0] += part[3 * c + 2];
+    }
+    return;
+  }
+  if (A == 1) {  // parameters own disjoint elements: split the parameters
+    at::parallel_for(0, P, std::max<int64_t>(1, kGrain / std::max<int64_t>(I, 1)), [&](int64_t j0, int64_t j1) {
       if (I == 1) {
-        hgq_bwd_rows<M>(gp + base, xp + base, P, lo, hi, sc, st, gxp + base, efp + base, eop + base, esp + base);
-      } else {
+        hgq_bwd_row<M, RELU>(gp + j0, xp + j0, j1 - j0, lo + j0, hi + j0, sc + j0, st + j0, gxp + j0, sf + j0,
+                             so + j0, ss + j0);
+        return;
+      }
+      for (int64_t j = j0; j < j1; ++j) {
+        double s3[3] = {0.0, 0.0, 0.0};
+        hgq_bwd_run<M, RELU>(gp + j * I, xp + j * I, I, lo[j], hi[j], sc[j], st[j], gxp + j * I, s3);
+        sf[j] += s3[0];
+        so[j] += s3[1];
+        ss[j] += s3[2];
+      }
+    });
+    return;
+  }
+  const int64_t rows = rows_per_task(b), tasks = (A + rows - 1) / rows;
+  std::vector<double> part(static_cast<size_t>(tasks) * 3 * P, 0.0);
+  at::parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      double *pf = part.data() + t * 3 * P, *po = pf + P, *ps = po + P;
+      for (int64_t a = t * rows; a < std::min(A, (t + 1) * rows); ++a) {
+        const int64_t base = a * P * I;
+        if (I == 1) {
+          hgq_bwd_row<M, RELU>(gp + base, xp + base, P, lo, hi, sc, st, gxp + base, pf, po, ps);
+          continue;
+        }
         for (int64_t j = 0; j < P; ++j) {
+          double s3[3] = {0.0, 0.0, 0.0};
           const int64_t e = base + j * I;
-          hgq_bwd_const<M>(gp + e, xp + e, I, lo[j], hi[j], sc[j], st[j], gxp + e, efp + e, eop + e, esp + e);
+          hgq_bwd_run<M, RELU>(gp + e, xp + e, I, lo[j], hi[j], sc[j], st[j], gxp + e, s3);
+          pf[j] += s3[0];
+          po[j] += s3[1];
+          ps[j] += s3[2];
         }
       }
     }
   });
-  return {gx.view(x_in.sizes()), ef.view(x_in.sizes()), eo.view(x_in.sizes()), es.view(x_in.sizes())};
+  for (int64_t t = 0; t < tasks; ++t)
+    for (int64_t j = 0; j < 3 * P; ++j) sums[j] += part[t * 3 * P + j];
 }
 
-Tensor hgq_values(const Tensor& x, const HGQPlan& p, int mode) { PQ_ROUND_DISPATCH(mode, hgq_forward_values, x, p) }
+template <int M>
+Tensor hgq_values_relu(const Tensor& x, const HGQPlan& p, bool relu) {
+  return relu ? hgq_forward_values<M, true>(x, p) : hgq_forward_values<M, false>(x, p);
+}
+Tensor hgq_values(const Tensor& x, const HGQPlan& p, int mode, bool relu) {
+  PQ_ROUND_DISPATCH(mode, hgq_values_relu, x, p, relu)
+}
 
-std::tuple<Tensor, Tensor, Tensor, Tensor> hgq_terms(const Tensor& g, const Tensor& x, const HGQPlan& p, int mode) {
-  PQ_ROUND_DISPATCH(mode, hgq_backward_terms, g, x, p)
+template <int M>
+void hgq_pass_relu(const Tensor& g, const Tensor& x, const HGQPlan& p, float* gx, double* sums, bool relu) {
+  if (relu) hgq_backward_pass<M, true>(g, x, p, gx, sums);
+  else hgq_backward_pass<M, false>(g, x, p, gx, sums);
+}
+void hgq_pass(const Tensor& g, const Tensor& x, const HGQPlan& p, int mode, float* gx, double* sums, bool relu) {
+  PQ_ROUND_DISPATCH(mode, hgq_pass_relu, g, x, p, gx, sums, relu)
+}
+
+// Gradients of the bit parameters from the sums (S_f, S_o, S_s rounded to float32, as the torch
+// path rounds its float64 sums): gi = GI_O S_o + GI_S S_s, gf = -ln2 S_f + GF_O S_o + GF_S S_s,
+// plus grad_bits * active for both (widths k + relu(i + f), straight through the rounding).
+void hgq_combine(const HGQPlan& p, const double* sums, const float* gb, float* gi, float* gf) {
+  const int64_t n = p.n;
+  const float *act = p.row(ACTIVE), *gio = p.row(GI_O), *gis = p.row(GI_S), *gfo = p.row(GF_O),
+              *gfs = p.row(GF_S);
+  const float neg_ln2 = static_cast<float>(-std::log(2.0));
+  for (int64_t j = 0; j < n; ++j) {
+    float vi, vf;
+    if (sums != nullptr) {
+      const float sf = static_cast<float>(sums[j]), so = static_cast<float>(sums[n + j]),
+                  ss = static_cast<float>(sums[2 * n + j]);
+      const float a = gio[j] * so, b = gis[j] * ss;
+      vi = a + b;
+      const float c = sf * neg_ln2, d = gfo[j] * so, e = gfs[j] * ss;
+      vf = (c + d) + e;
+      if (gb != nullptr) {
+        const float t = gb[j] * act[j];
+        vi = vi + t;
+        vf = vf + t;
+      }
+    } else {
+      vi = vf = gb[j] * act[j];
+    }
+    if (gi != nullptr) gi[j] = vi;
+    if (gf != nullptr) gf[j] = vf;
+  }
 }
 
 struct HGQFn : public torch::autograd::Function<HGQFn> {
   static tensor_list forward(AutogradContext* ctx, const Tensor& x, const Tensor& i_raw, const Tensor& f_raw,
-                             const Tensor& k, bool learn_i, bool sym, int64_t mode) {
+                             const Tensor& k, bool learn_i, bool sym, int64_t mode, bool relu) {
     HGQPlan p = hgq_plan(i_raw, f_raw, k, learn_i, sym);
-    Tensor q = hgq_values(x, p, static_cast<int>(mode));
+    Tensor q = hgq_values(x, p, static_cast<int>(mode), relu);
     ctx->save_for_backward({x, p.buf});
     ctx->saved_data["mode"] = mode;
+    ctx->saved_data["relu"] = relu;
     ctx->saved_data["shape"] = p.shape;
     ctx->set_materialize_grads(false);
     return {q, p.bits};
@@ -683,7 +854,7 @@ struct HGQFn : public torch::autograd::Function<HGQFn> {
 
   static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
     auto s = ctx->get_saved_variables();
-    const Tensor& x = s[0];
+    const Tensor x = s[0].contiguous();
     HGQPlan p;
     p.buf = s[1];
     p.n = p.buf.size(1);
@@ -691,35 +862,33 @@ struct HGQFn : public torch::autograd::Function<HGQFn> {
     const bool need_x = ctx->needs_input_grad(0), need_i = ctx->needs_input_grad(1),
                need_f = ctx->needs_input_grad(2);
     const Tensor &grad = grads[0], &grad_bits = grads[1];
-    Tensor gx, gi, gf;
+    Tensor gx, gi, gf, sums, gb;
     if (grad.defined()) {
-      auto [tx, tf, to, ts] = hgq_terms(grad, x, p, static_cast<int>(ctx->saved_data["mode"].toInt()));
-      if (need_x) gx = tx;
-      if (need_i || need_f) {
-        Tensor s_out = at::sum_to(to, p.shape), s_sgn = at::sum_to(ts, p.shape);
-        if (need_i) gi = at::addcmul(p.get(GI_O) * s_out, p.get(GI_S), s_sgn);
-        if (need_f) {
-          gf = at::sum_to(tf, p.shape).mul_(-std::log(2.0));
-          gf = at::addcmul(at::addcmul(gf, p.get(GF_O), s_out), p.get(GF_S), s_sgn);
-        }
-      }
+      const Tensor g = grad.contiguous();
+      gx = at::empty_like(x, at::MemoryFormat::Contiguous);  // (written even when not needed)
+      sums = at::zeros({3 * p.n}, x.options().dtype(at::kDouble));
+      hgq_pass(g, x, p, static_cast<int>(ctx->saved_data["mode"].toInt()), gx.data_ptr<float>(),
+               sums.data_ptr<double>(), ctx->saved_data["relu"].toBool());
+      gx = need_x ? gx.view(x.sizes()) : Tensor();
     }
-    if (grad_bits.defined()) {
-      Tensor through = grad_bits * p.get(ACTIVE);
-      if (need_f) gf = gf.defined() ? gf + through : through;
-      if (need_i) gi = gi.defined() ? gi + through : through;
+    if ((need_i || need_f) && (grad.defined() || grad_bits.defined())) {
+      if (grad_bits.defined()) gb = grad_bits.contiguous();
+      if (need_i) gi = at::empty(p.shape, x.options());
+      if (need_f) gf = at::empty(p.shape, x.options());
+      hgq_combine(p, sums.defined() ? sums.data_ptr<double>() : nullptr, gb.defined() ? gb.data_ptr<float>() : nullptr,
+                  need_i ? gi.data_ptr<float>() : nullptr, need_f ? gf.data_ptr<float>() : nullptr);
     }
-    return {gx, gi, gf, Tensor(), Tensor(), Tensor(), Tensor()};
+    return {gx, gi, gf, Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
   }
 };
 
 std::tuple<Tensor, Tensor> hgq_quantize(const Tensor& x, const Tensor& i_raw, const Tensor& f_raw, const Tensor& k,
-                                        bool learn_i, bool sym, int64_t mode) {
+                                        bool learn_i, bool sym, int64_t mode, bool relu) {
   check_input(x);
   check_input(i_raw);
   check_input(f_raw);
   check_input(k);
-  auto out = HGQFn::apply(x, i_raw, f_raw, k, learn_i, sym, mode);
+  auto out = HGQFn::apply(x, i_raw, f_raw, k, learn_i, sym, mode, relu);
   return {out[0], out[1]};
 }
 
@@ -807,7 +976,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("x"), py::arg("spec"));
   m.def("hgq_quantize", &hgq_quantize, "HGQ quantizer, saturating modes: (q, bits)", py::arg("x"),
         py::arg("i"), py::arg("f"), py::arg("k"), py::arg("learn_i"), py::arg("symmetric"),
-        py::arg("mode"));
+        py::arg("mode"), py::arg("relu") = false);
   m.def("pdp_masked_weight", &pdp_masked_weight, "PDP's soft-masked weight (exact threshold)",
         py::arg("weight"), py::arg("n_below"), py::arg("inv_tau"), py::arg("clip"));
   m.def("midpoint_threshold", &midpoint_threshold, "exact PDP threshold (radix select)");

@@ -117,8 +117,12 @@ class PQActivation(PQModule, nn.Module):
             xs = x * torch.exp2(round_ste(self.multiplier))
         modules = self._modules  # (read directly: this runs once per layer and step)
         q_in, q_out = modules["input_quantizer"], modules["output_quantizer"]
-        xq = xs if q_in is None else q_in.forward(xs)
-        y = self.fn(xq)
+        if q_in is None:
+            y = self.fn(xs)
+        elif self.fn is torch.relu:
+            y = q_in.forward_relu(xs)  # (one pass where the quantizer fuses it)
+        else:
+            y = self.fn(q_in.forward(xs))
         if q_out is not None:
             y = q_out.forward(y)
         self.__dict__["_shapes"] = (x.shape, y.shape)

@@ -68,6 +68,10 @@ class Quantizer(nn.Module):
         when they cannot run it (see :mod:`pquant.kernels`; only constant formats can)."""
         return None
 
+    def forward_relu(self, x: torch.Tensor) -> torch.Tensor:
+        """``relu(self(x))`` (quantizers that can fuse the two override this)."""
+        return torch.relu(self.forward(x))
+
     def bits(self) -> torch.Tensor:
         """Width in bits per format element (broadcastable to the quantized tensor), detached."""
         raise NotImplementedError  # pragma: no cover - abstract

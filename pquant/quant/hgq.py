@@ -40,13 +40,18 @@ _LN2 = math.log(2.0)
 
 
 def _reduce_to(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    """Sum ``t`` over the dimensions that ``shape`` broadcasts, giving a tensor of ``shape``."""
+    """Sum ``t`` over the dimensions that ``shape`` broadcasts, giving a tensor of ``shape``.
+
+    The sum runs in float64 and is rounded once to ``t``'s dtype: summation order then hardly
+    matters, and the fused kernel (which sums in its own order) agrees to float rounding."""
     if t.shape == shape:
         return t
     lead = t.dim() - len(shape)
     dims = list(range(lead)) + [lead + d for d, n in enumerate(shape)
                                 if n == 1 and t.shape[lead + d] != 1]
-    return t.sum(dim=dims, keepdim=True).reshape(shape) if dims else t.reshape(shape)
+    if not dims:
+        return t.reshape(shape)
+    return t.sum(dim=dims, keepdim=True, dtype=torch.float64).to(t.dtype).reshape(shape)
 
 
 @dataclass
@@ -152,16 +157,16 @@ class _HGQQuantize(torch.autograd.Function):
                     shape = i_shape if need_i else f_shape
                     s_out = _reduce_to(grad * outside, shape)
                     s_sgn = _reduce_to(grad * side, shape)
-                    if need_i:
-                        gi = torch.addcmul(plan.gi_outside * s_out, plan.gi_signed, s_sgn)
+                    if need_i:  # (products and sums as separate ops: no fused multiply-add,
+                        # whose use by addcmul depends on the CPU)
+                        gi = plan.gi_outside * s_out + plan.gi_signed * s_sgn
             elif need_x:
                 gx = grad
             if need_f:
                 gf = _reduce_to(grad * (q - xc), f_shape).mul_(-_LN2)
                 if plan.lo is not None:
                     gf = gf.reshape(s_out.shape) if gf.shape != s_out.shape else gf
-                    gf = torch.addcmul(torch.addcmul(gf, plan.gf_outside, s_out),
-                                       plan.gf_signed, s_sgn)
+                    gf = (gf + plan.gf_outside * s_out) + plan.gf_signed * s_sgn
         if grad_bits is not None:  # widths k + relu(i + f): straight through the rounding
             through = grad_bits * plan.active
             if need_f:
@@ -259,20 +264,29 @@ class HGQQuantizer(Quantizer):
             self.i.copy_(new_i.clamp(*I_RANGE).expand_as(self.i))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._quantize(x, False)
+
+    def forward_relu(self, x: torch.Tensor) -> torch.Tensor:
+        """``relu(self(x))`` -- one fused pass with the kernels."""
+        return self._quantize(x, True)
+
+    def _quantize(self, x: torch.Tensor, relu: bool) -> torch.Tensor:
         if not self._enabled:
-            return x
+            return torch.relu(x) if relu else x
         if not self.learn_i and self.training:
             self._track_integer_bits(x, torch.round(self.f))
         ext = kernels.get()
         if (ext is not None and self.learn_i and x.dtype is torch.float32
                 and x.device.type == "cpu" and self.f.dtype is torch.float32):
-            # the same values and gradients in two fused passes (pquant.kernels)
+            # the same values (and gradients, to float rounding) in fused passes (pquant.kernels)
             q, bits = ext.hgq_quantize(x, self.i, self.f, self.k, True,
                                        self.overflow_mode is OverflowMode.SAT_SYM,
-                                       kernels.ROUND_INDEX[self.round_mode])
+                                       kernels.ROUND_INDEX[self.round_mode], relu)
         else:
             q, bits = _HGQQuantize.apply(x, self.i, self.f, self._current_plan(),
                                          self.round_mode)
+            if relu:
+                q = torch.relu(q)
         self._step_bits = bits if (self.training and bits.requires_grad) else None
         return q
 
