@@ -31,7 +31,7 @@ Rewind = Enum(
 
 
 def _adam() -> dict[str, Any]:
-    return {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1.0e-3, "foreach": True}
+    return {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1.0e-3, "fused": True}
 
 
 def _cross_entropy() -> dict[str, Any]:
@@ -79,6 +79,28 @@ class TrainingConfig:
             node = getattr(self, name)
             if not isinstance(node, dict) or "_target_" not in node:
                 raise fail(f"{path}.{name}", "be a config node with a _target_", node)
+        _check_optimizer_flags(f"{path}.optimizer", self.optimizer)
+
+
+def _check_optimizer_flags(path: str, node: dict) -> None:
+    """``fused``/``foreach`` (the default sets ``fused: true``) must exist in the chosen optimizer:
+    switching to e.g. RMSprop, which has no fused kernel, says how to drop the flag."""
+    import inspect
+
+    from hydra.utils import get_class
+
+    try:
+        params = inspect.signature(get_class(str(node["_target_"]))).parameters
+    except Exception:  # noqa: BLE001 - an unknown target is reported when it is built
+        return
+    for flag in ("fused", "foreach"):
+        if node.get(flag) and flag not in params:
+            raise ConfigError(
+                f"{path}.{flag}={node[flag]!r} is not an option of {node['_target_']} (the default "
+                f"optimizer, torch.optim.Adam, sets fused: true; optimizers with a fused kernel: "
+                f"Adam, AdamW, SGD, Adagrad). Drop it with ~{path}.{flag}, got {flag}="
+                f"{node[flag]!r} with _target_={node['_target_']!r}"
+            )
 
 
 # --------------------------------------------------------------------------------- quantization

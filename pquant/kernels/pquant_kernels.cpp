@@ -28,7 +28,7 @@
 // Hot loops get an AVX2 clone next to the baseline one (picked at load time by the CPU), where
 // the toolchain supports function multi-versioning; elsewhere they are compiled once.
 #if defined(__x86_64__) && defined(__GNUC__) && defined(__ELF__)
-#define PQ_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
+#define PQ_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define PQ_VECTOR_CLONES
 #endif
@@ -467,9 +467,10 @@ Tensor dense(const Tensor& x, const Tensor& w, const std::optional<Tensor>& b,
 // --------------------------------------------------------------------------------------- HGQ
 // pquant.quant.hgq._make_plan + _HGQQuantize for the saturating modes: the plan (one loop over the
 // bit parameters) and the quantization (one pass over x, the parameters broadcast). The backward
-// is one pass over x that also sums the gradient terms onto the bit parameters (in float64, in
-// an order that does not depend on the number of threads), then one loop over the parameters
-// that combines the sums -- the torch path sums in float64 too, so both agree to float rounding.
+// is one pass over x that also sums the gradient terms onto the bit parameters (float32 over
+// blocks of 8 rows, float64 beyond, in an order that does not depend on the number of threads),
+// then one loop over the parameters that combines the sums -- the torch path sums in float64,
+// so both agree to float rounding.
 // Values and input gradients are bit for bit those of the torch path.
 // With ``relu`` the output is relu(q(x)) (PQActivation's relu after its input quantizer).
 // The plan lives in one (9, n) buffer (rows below) plus the widths, which are an output.
@@ -627,6 +628,12 @@ void hgq_fwd_const(const float* __restrict x, float* __restrict q, int64_t n, fl
 
 // Rows of x (A) per task: about kGrain elements.
 inline int64_t rows_per_task(const Blocks& b) { return std::max<int64_t>(1, kGrain / std::max<int64_t>(b.P * b.I, 1)); }
+// The HGQ passes use a second thread only from kHGQParallel elements on: below, waking it
+// costs more than it saves (and the summation order never depends on it).
+constexpr int64_t kHGQParallel = 1 << 17;
+inline int64_t tasks_grain(int64_t task_elems) {
+  return std::max<int64_t>(1, kHGQParallel / std::max<int64_t>(task_elems, 1));
+}
 
 template <int M, bool RELU>
 Tensor hgq_forward_values(const Tensor& x_in, const HGQPlan& p) {
@@ -637,12 +644,12 @@ Tensor hgq_forward_values(const Tensor& x_in, const HGQPlan& p) {
   float* qp = q.data_ptr<float>();
   const int64_t P = b.P, I = b.I;
   if (b.A == 1 && P == 1) {  // one parameter
-    at::parallel_for(0, I, kGrain, [&](int64_t e0, int64_t e1) {
+    at::parallel_for(0, I, kHGQParallel, [&](int64_t e0, int64_t e1) {
       hgq_fwd_const<M, RELU>(xp + e0, qp + e0, e1 - e0, lo[0], hi[0], sc[0], st[0]);
     });
     return q;
   }
-  at::parallel_for(0, b.A, rows_per_task(b), [&](int64_t a0, int64_t a1) {
+  at::parallel_for(0, b.A, tasks_grain(P * I), [&](int64_t a0, int64_t a1) {
     for (int64_t a = a0; a < a1; ++a) {
       const float* xa = xp + a * P * I;
       float* qa = qp + a * P * I;
@@ -674,21 +681,34 @@ inline __attribute__((always_inline)) void hgq_terms_at(float gv, float v, float
   es = gv * side;
 }
 
-// One row of P elements, element j on parameter j: gx, and the terms added to the sums.
-template <int M, bool RELU>
+// One row of P elements, element j on parameter j: gx, and the terms added to the sums (T: float
+// for the per-block partial sums of several rows, double for the running sums).
+template <int M, bool RELU, typename T>
 PQ_VECTOR_CLONES
 void hgq_bwd_row(const float* __restrict g, const float* __restrict x, int64_t n, const float* __restrict lo,
                  const float* __restrict hi, const float* __restrict sc, const float* __restrict st,
-                 float* __restrict gx, double* __restrict sf, double* __restrict so, double* __restrict ss) {
+                 float* __restrict gx, T* __restrict sf, T* __restrict so, T* __restrict ss) {
   for (int64_t j = 0; j < n; ++j) {
     float gxv, ef, eo, es;
     hgq_terms_at<M, RELU>(g[j], x[j], lo[j], hi[j], sc[j], st[j], gxv, ef, eo, es);
     gx[j] = gxv;
-    sf[j] += static_cast<double>(ef);
-    so[j] += static_cast<double>(eo);
-    ss[j] += static_cast<double>(es);
+    sf[j] += static_cast<T>(ef);
+    so[j] += static_cast<T>(eo);
+    ss[j] += static_cast<T>(es);
   }
 }
+
+// d += f; f = 0 (a block's float partial sums into the float64 sums).
+PQ_VECTOR_CLONES
+void flush_block(float* __restrict f, double* __restrict d, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) {
+    d[j] += static_cast<double>(f[j]);
+    f[j] = 0.f;
+  }
+}
+
+// Rows summed in float32 before joining the float64 sums.
+constexpr int64_t kRowBlock = 8;
 
 // A run of n elements on one parameter: gx, and the terms summed in 8 lanes (then in lane order).
 constexpr int kLanes = 8;
@@ -736,7 +756,7 @@ void hgq_backward_pass(const Tensor& g, const Tensor& x, const HGQPlan& p, float
   if (A == 1 && P == 1) {  // one parameter: fixed chunks of the run, partial sums added in order
     const int64_t chunks = std::max<int64_t>(1, (I + kGrain - 1) / kGrain);
     std::vector<double> part(3 * chunks, 0.0);
-    at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
+    at::parallel_for(0, chunks, tasks_grain(kGrain), [&](int64_t c0, int64_t c1) {
       for (int64_t c = c0; c < c1; ++c) {
         const int64_t e0 = c * kGrain, e1 = std::min(I, e0 + kGrain);
         hgq_bwd_run<M, RELU>(gp + e0, xp + e0, e1 - e0, lo[0], hi[0], sc[0], st[0], gxp + e0, part.data() + 3 * c);
@@ -750,10 +770,10 @@ void hgq_backward_pass(const Tensor& g, const Tensor& x, const HGQPlan& p, float
     return;
   }
   if (A == 1) {  // parameters own disjoint elements: split the parameters
-    at::parallel_for(0, P, std::max<int64_t>(1, kGrain / std::max<int64_t>(I, 1)), [&](int64_t j0, int64_t j1) {
+    at::parallel_for(0, P, tasks_grain(I), [&](int64_t j0, int64_t j1) {
       if (I == 1) {
-        hgq_bwd_row<M, RELU>(gp + j0, xp + j0, j1 - j0, lo + j0, hi + j0, sc + j0, st + j0, gxp + j0, sf + j0,
-                             so + j0, ss + j0);
+        hgq_bwd_row<M, RELU, double>(gp + j0, xp + j0, j1 - j0, lo + j0, hi + j0, sc + j0, st + j0, gxp + j0,
+                                     sf + j0, so + j0, ss + j0);
         return;
       }
       for (int64_t j = j0; j < j1; ++j) {
@@ -768,13 +788,17 @@ void hgq_backward_pass(const Tensor& g, const Tensor& x, const HGQPlan& p, float
   }
   const int64_t rows = rows_per_task(b), tasks = (A + rows - 1) / rows;
   std::vector<double> part(static_cast<size_t>(tasks) * 3 * P, 0.0);
-  at::parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
+  at::parallel_for(0, tasks, tasks_grain(rows * P * I), [&](int64_t t0, int64_t t1) {
+    std::vector<float> block(I == 1 ? 3 * P : 0, 0.f);
     for (int64_t t = t0; t < t1; ++t) {
       double *pf = part.data() + t * 3 * P, *po = pf + P, *ps = po + P;
-      for (int64_t a = t * rows; a < std::min(A, (t + 1) * rows); ++a) {
+      const int64_t a1 = std::min(A, (t + 1) * rows);
+      for (int64_t a = t * rows; a < a1; ++a) {
         const int64_t base = a * P * I;
         if (I == 1) {
-          hgq_bwd_row<M, RELU>(gp + base, xp + base, P, lo, hi, sc, st, gxp + base, pf, po, ps);
+          float* bf = block.data();
+          hgq_bwd_row<M, RELU, float>(gp + base, xp + base, P, lo, hi, sc, st, gxp + base, bf, bf + P, bf + 2 * P);
+          if ((a - t * rows) % kRowBlock == kRowBlock - 1 || a == a1 - 1) flush_block(bf, pf, 3 * P);
           continue;
         }
         for (int64_t j = 0; j < P; ++j) {
@@ -812,31 +836,50 @@ void hgq_pass(const Tensor& g, const Tensor& x, const HGQPlan& p, int mode, floa
 // Gradients of the bit parameters from the sums (S_f, S_o, S_s rounded to float32, as the torch
 // path rounds its float64 sums): gi = GI_O S_o + GI_S S_s, gf = -ln2 S_f + GF_O S_o + GF_S S_s,
 // plus grad_bits * active for both (widths k + relu(i + f), straight through the rounding).
+template <bool GB>
+PQ_VECTOR_CLONES
+void hgq_combine_loop(int64_t n, const double* __restrict sf, const double* __restrict so,
+                      const double* __restrict ss, const float* __restrict gb, const float* __restrict act,
+                      const float* __restrict gio, const float* __restrict gis, const float* __restrict gfo,
+                      const float* __restrict gfs, float* __restrict gi, float* __restrict gf) {
+  const float neg_ln2 = static_cast<float>(-std::log(2.0));
+  for (int64_t j = 0; j < n; ++j) {
+    const float vf_ = static_cast<float>(sf[j]), vo = static_cast<float>(so[j]), vs = static_cast<float>(ss[j]);
+    const float a = gio[j] * vo, b = gis[j] * vs;
+    float vi = a + b;
+    const float c = vf_ * neg_ln2, d = gfo[j] * vo, e = gfs[j] * vs;
+    float vf = (c + d) + e;
+    if constexpr (GB) {
+      const float t = gb[j] * act[j];
+      vi = vi + t;
+      vf = vf + t;
+    }
+    gi[j] = vi;
+    gf[j] = vf;
+  }
+}
+
+// gi, gf (either may be null: not needed) from the sums (null: no gradient reached the values)
+// and the widths' gradient gb (null: none).
 void hgq_combine(const HGQPlan& p, const double* sums, const float* gb, float* gi, float* gf) {
   const int64_t n = p.n;
   const float *act = p.row(ACTIVE), *gio = p.row(GI_O), *gis = p.row(GI_S), *gfo = p.row(GF_O),
               *gfs = p.row(GF_S);
-  const float neg_ln2 = static_cast<float>(-std::log(2.0));
-  for (int64_t j = 0; j < n; ++j) {
-    float vi, vf;
-    if (sums != nullptr) {
-      const float sf = static_cast<float>(sums[j]), so = static_cast<float>(sums[n + j]),
-                  ss = static_cast<float>(sums[2 * n + j]);
-      const float a = gio[j] * so, b = gis[j] * ss;
-      vi = a + b;
-      const float c = sf * neg_ln2, d = gfo[j] * so, e = gfs[j] * ss;
-      vf = (c + d) + e;
-      if (gb != nullptr) {
-        const float t = gb[j] * act[j];
-        vi = vi + t;
-        vf = vf + t;
-      }
-    } else {
-      vi = vf = gb[j] * act[j];
+  if (sums == nullptr) {
+    for (int64_t j = 0; j < n; ++j) {
+      const float t = gb[j] * act[j];
+      if (gi != nullptr) gi[j] = t;
+      if (gf != nullptr) gf[j] = t;
     }
-    if (gi != nullptr) gi[j] = vi;
-    if (gf != nullptr) gf[j] = vf;
+    return;
   }
+  std::vector<float> scratch((gi == nullptr || gf == nullptr) ? n : 0);
+  float* oi = gi != nullptr ? gi : scratch.data();
+  float* of = gf != nullptr ? gf : scratch.data();
+  if (gb != nullptr)
+    hgq_combine_loop<true>(n, sums, sums + n, sums + 2 * n, gb, act, gio, gis, gfo, gfs, oi, of);
+  else
+    hgq_combine_loop<false>(n, sums, sums + n, sums + 2 * n, gb, act, gio, gis, gfo, gfs, oi, of);
 }
 
 struct HGQFn : public torch::autograd::Function<HGQFn> {
@@ -890,6 +933,369 @@ std::tuple<Tensor, Tensor> hgq_quantize(const Tensor& x, const Tensor& i_raw, co
   check_input(k);
   auto out = HGQFn::apply(x, i_raw, f_raw, k, learn_i, sym, mode, relu);
   return {out[0], out[1]};
+}
+
+// ------------------------------------------------------------------------------ EBOPs
+// pquant.metrics.ebops.linear_cost's EBOPs of a dense layer, P * (sum_oi wb[o,i] ib[i] [w != 0] +
+// sum_o bb[o]), with float64 sums, and its gradients (used by the HGQ loss, see below).
+// wb: () / (O, 1) / (O, I); ib: () / (I,); bb: undefined / () / (O,); w: the effective weight.
+double dense_ebops_value(const Tensor& wb_in, const Tensor& ib_in, const Tensor& weight, const Tensor& bb_in,
+                         int64_t positions) {
+  const int64_t O = weight.size(0), I = weight.size(1);
+  const Tensor wb = wb_in.expand({O, I}).contiguous(), ib = ib_in.reshape({-1}).expand({I}).contiguous(),
+               w = weight.contiguous();
+  const float *wbp = wb.data_ptr<float>(), *ibp = ib.data_ptr<float>(), *wp = w.data_ptr<float>();
+  double mac = 0.0;
+  for (int64_t o = 0; o < O; ++o) {
+    double row = 0.0;
+    for (int64_t i = 0; i < I; ++i) {
+      const float m = wbp[o * I + i] * ibp[i];
+      row += wp[o * I + i] != 0.f ? static_cast<double>(m) : 0.0;
+    }
+    mac += row;
+  }
+  double bias = 0.0;
+  if (bb_in.defined()) {
+    const Tensor bb = bb_in.reshape({-1}).expand({O}).contiguous();
+    const float* bp = bb.data_ptr<float>();
+    for (int64_t o = 0; o < O; ++o) bias += bp[o];
+  }
+  const double p = static_cast<double>(positions);
+  return p * mac + p * bias;
+}
+
+// Gradients of dense_ebops_value for the scalar gradient g (already times positions, in float32
+// as autograd computes it): (d wb, d ib, d bb), each only where asked for.
+std::tuple<Tensor, Tensor, Tensor> dense_ebops_grads(float g, const Tensor& wb_in, const Tensor& ib_in,
+                                                     const Tensor& weight, const std::vector<int64_t>& bias_shape,
+                                                     bool need_wb, bool need_ib, bool need_bb) {
+  const int64_t O = weight.size(0), I = weight.size(1);
+  Tensor gwb, gib, gbb;
+  const Tensor w = weight.contiguous(), wb = wb_in.expand({O, I}).contiguous(),
+               ib = ib_in.reshape({-1}).expand({I}).contiguous();
+  const float *wp = w.data_ptr<float>(), *wbp = wb.data_ptr<float>(), *ibp = ib.data_ptr<float>();
+  if (need_wb) {
+    Tensor full = at::empty({O, I}, weight.options());
+    float* fp = full.data_ptr<float>();
+    for (int64_t o = 0; o < O; ++o)
+      for (int64_t i = 0; i < I; ++i) fp[o * I + i] = (wp[o * I + i] != 0.f ? g : 0.f) * ibp[i];
+    gwb = wb_in.sizes() == full.sizes() ? full : at::sum_to(full, wb_in.sizes());
+  }
+  if (need_ib) {
+    Tensor col = at::empty({I}, weight.options());
+    float* cp = col.data_ptr<float>();
+    std::vector<double> acc(I, 0.0);
+    for (int64_t o = 0; o < O; ++o)
+      for (int64_t i = 0; i < I; ++i) acc[i] += static_cast<double>((wp[o * I + i] != 0.f ? g : 0.f) * wbp[o * I + i]);
+    for (int64_t i = 0; i < I; ++i) cp[i] = static_cast<float>(acc[i]);
+    gib = ib_in.dim() == 0 ? col.sum().reshape({}) : col.view(ib_in.sizes());
+  }
+  if (need_bb) {
+    const int64_t n = c10::multiply_integers(bias_shape);
+    gbb = at::full(bias_shape, n == O ? g : g * static_cast<float>(O), weight.options());
+  }
+  return {gwb, gib, gbb};
+}
+
+// ------------------------------------------------------------------------------- HGQ dense
+// PQDense with HGQ quantizers (saturating modes) as one autograd node:
+// addmm(q_b(b), q_in(x), q_w(w * mask)^T) with the mask constant or PDP's soft mask, returning
+// (y, q_w(w * mask), EBOPs, widths of q_w, [widths of q_in], [widths of q_b]) -- the EBOPs
+// (pquant.metrics.ebops.linear_cost's, for the HGQ loss) only when q_in and q_b (if there is a
+// bias) are present, else 0. Each quantizer is the
+// HGQ kernel above (same plan, values and backward); the matrix products and the mask are
+// DenseFn's, so the values and gradients are those of the generic path.
+struct HGQPart {
+  HGQPlan plan;
+  bool on = false;
+};
+
+HGQPart hgq_part(const std::optional<Tensor>& i, const std::optional<Tensor>& f, const std::optional<Tensor>& k,
+                 bool sym) {
+  HGQPart part;
+  if (!f.has_value() || !f->defined()) return part;
+  part.plan = hgq_plan(*i, *f, *k, true, sym);
+  part.on = true;
+  return part;
+}
+
+// (gx, gi, gf) of one quantizer for the incoming gradient g on its input x.
+std::tuple<Tensor, Tensor, Tensor> hgq_part_backward(const Tensor& g, const Tensor& x_in, const HGQPlan& p, int mode,
+                                                     const Tensor& grad_bits, bool need_x, bool need_i,
+                                                     bool need_f) {
+  const Tensor x = x_in.contiguous();
+  Tensor gx = at::empty_like(x, at::MemoryFormat::Contiguous);
+  Tensor sums = at::zeros({3 * p.n}, x.options().dtype(at::kDouble));
+  hgq_pass(g.contiguous(), x, p, mode, gx.data_ptr<float>(), sums.data_ptr<double>(), false);
+  Tensor gi, gf, gb;
+  if (need_i || need_f) {
+    if (grad_bits.defined()) gb = grad_bits.contiguous();
+    if (need_i) gi = at::empty(p.shape, x.options());
+    if (need_f) gf = at::empty(p.shape, x.options());
+    hgq_combine(p, sums.data_ptr<double>(), gb.defined() ? gb.data_ptr<float>() : nullptr,
+                need_i ? gi.data_ptr<float>() : nullptr, need_f ? gf.data_ptr<float>() : nullptr);
+  }
+  return {need_x ? gx.view(x_in.sizes()) : Tensor(), gi, gf};
+}
+
+void save_plan(AutogradContext* ctx, const std::string& key, const HGQPart& part) {
+  if (!part.on) return;
+  ctx->saved_data[key + "_buf"] = part.plan.buf;
+  ctx->saved_data[key + "_shape"] = part.plan.shape;
+}
+
+HGQPart load_plan(AutogradContext* ctx, const std::string& key) {
+  HGQPart part;
+  auto it = ctx->saved_data.find(key + "_buf");
+  if (it == ctx->saved_data.end()) return part;
+  part.on = true;
+  part.plan.buf = it->second.toTensor();
+  part.plan.n = part.plan.buf.size(1);
+  part.plan.shape = ctx->saved_data[key + "_shape"].toIntVector();
+  return part;
+}
+
+using OptT = std::optional<Tensor>;
+
+struct HGQDenseFn : public torch::autograd::Function<HGQDenseFn> {
+  // Tensor inputs, in order: x, w, b, mask, in_i, in_f, in_k, w_i, w_f, w_k, b_i, b_f, b_k.
+  // flags: (sym, mode) of the input, weight and bias quantizers.
+  static tensor_list forward(AutogradContext* ctx, const Tensor& x, const Tensor& w, const OptT& b_opt,
+                             const OptT& mask_opt, const OptT& in_i, const OptT& in_f, const OptT& in_k,
+                             const Tensor& w_i, const Tensor& w_f, const Tensor& w_k, const OptT& b_i,
+                             const OptT& b_f, const OptT& b_k, std::vector<int64_t> flags,
+                             const std::optional<SoftMask>& soft) {
+    const Tensor b = b_opt.has_value() ? *b_opt : Tensor();
+    Tensor mask = mask_opt.has_value() ? *mask_opt : Tensor();
+    const HGQPart pin = hgq_part(in_i, in_f, in_k, flags[0] != 0);
+    HGQPart pw;
+    pw.plan = hgq_plan(w_i, w_f, w_k, true, flags[2] != 0);
+    pw.on = true;
+    const HGQPart pb = b.defined() ? hgq_part(b_i, b_f, b_k, flags[4] != 0) : HGQPart();
+    const Tensor xq = pin.on ? hgq_values(x, pin.plan, static_cast<int>(flags[1]), false) : x;
+    Tensor wm, smask;
+    if (soft) {
+      std::tie(mask, smask) = pdp_soft_mask(w, *soft);  // ``mask`` now holds the scores
+      wm = w * smask;
+      ctx->saved_data["inv_tau"] = soft->inv_tau;
+    } else {
+      wm = mask.defined() ? w * mask : w;
+    }
+    const Tensor wq = hgq_values(wm, pw.plan, static_cast<int>(flags[3]), false);
+    const Tensor bq = pb.on ? hgq_values(b, pb.plan, static_cast<int>(flags[5]), false) : b;
+    const Tensor wt = wq.t();
+    const Tensor y = bq.defined() ? at::addmm(bq, xq, wt) : at::mm(xq, wt);
+    // the layer's EBOPs (one position per sample) when every width is learned here
+    const bool ebops = pin.on && (pb.on || !b.defined());
+    const Tensor e = at::scalar_tensor(
+        ebops ? dense_ebops_value(pw.plan.bits, pin.plan.bits, wq, pb.on ? pb.plan.bits : Tensor(), 1) : 0.0,
+        x.options());
+    ctx->saved_data["ebops"] = ebops;
+    ctx->save_for_backward({pin.on ? x : Tensor(), xq, wm, mask, wq, pb.on ? b : Tensor(), smask,
+                            ebops ? pw.plan.bits : Tensor(), ebops ? pin.plan.bits : Tensor()});
+    save_plan(ctx, "in", pin);
+    save_plan(ctx, "w", pw);
+    save_plan(ctx, "b", pb);
+    ctx->saved_data["flags"] = flags;
+    ctx->saved_data["has_bias"] = b.defined();
+    if (b.defined()) ctx->saved_data["bias_sizes"] = b.sizes().vec();
+    ctx->mark_non_differentiable({wq});
+    ctx->set_materialize_grads(false);
+    tensor_list out{y, wq, e, pw.plan.bits};
+    if (pin.on) out.push_back(pin.plan.bits);
+    if (pb.on) out.push_back(pb.plan.bits);
+    return out;
+  }
+
+  static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const Tensor &x = saved[0], &xq = saved[1], &wm = saved[2], &mask = saved[3], &wq = saved[4],
+                 &b = saved[5], &smask = saved[6];
+    const std::vector<int64_t> flags = ctx->saved_data["flags"].toIntVector();
+    const HGQPart pin = load_plan(ctx, "in"), pw = load_plan(ctx, "w"), pb = load_plan(ctx, "b");
+    const Tensor &gy = grads[0], &ge = grads[2];
+    Tensor gbits_w = grads[3];
+    size_t next = 4;
+    Tensor gbits_in = pin.on ? grads[next++] : Tensor();
+    Tensor gbits_b = pb.on ? grads[next++] : Tensor();
+    if (ge.defined() && ctx->saved_data["ebops"].toBool()) {
+      // the EBOPs' gradient joins the widths' (autograd would add the two contributions)
+      auto [gwb, gib, gbb] = dense_ebops_grads(ge.item<float>(), saved[7], saved[8], wq,
+                                               pb.on ? pb.plan.shape : std::vector<int64_t>{}, true, true, pb.on);
+      gbits_w = gbits_w.defined() ? gbits_w + gwb : gwb;
+      gbits_in = gbits_in.defined() ? gbits_in + gib : gib;
+      if (pb.on) gbits_b = gbits_b.defined() ? gbits_b + gbb : gbb;
+    }
+    // gradient slots: x, w, b, mask, in_i, in_f, in_k, w_i, w_f, w_k, b_i, b_f, b_k, flags, soft
+    tensor_list out(15);
+    const Tensor wt = wq.t();
+    const bool has_bias = ctx->saved_data["has_bias"].toBool();
+    // needs_input_grad counts tensor inputs that are present: map the slots to those indices
+    std::vector<int> index(13, -1);
+    {
+      int at = 0;
+      index[0] = at++;
+      index[1] = at++;
+      if (has_bias) index[2] = at++;
+      if (mask.defined() && !smask.defined()) index[3] = at++;
+      if (pin.on) { index[4] = at++; index[5] = at++; index[6] = at++; }
+      index[7] = at++; index[8] = at++; index[9] = at++;
+      if (pb.on) { index[10] = at++; index[11] = at++; index[12] = at++; }
+    }
+    auto needs = [&](int slot) { return index[slot] >= 0 && ctx->needs_input_grad(index[slot]); };
+    // input quantizer
+    if (gy.defined() && (needs(0) || needs(4) || needs(5))) {
+      Tensor gxq = mat1_grad(gy, xq, wt);
+      if (pin.on) {
+        auto [gx, gi, gf] = hgq_part_backward(gxq, x, pin.plan, static_cast<int>(flags[1]), gbits_in, needs(0),
+                                              needs(4), needs(5));
+        out[0] = gx;
+        out[4] = gi;
+        out[5] = gf;
+      } else {
+        out[0] = gxq;
+      }
+    } else if (pin.on && gbits_in.defined() && (needs(4) || needs(5))) {
+      Tensor gi = at::empty(pin.plan.shape, gbits_in.options()), gf = at::empty(pin.plan.shape, gbits_in.options());
+      hgq_combine(pin.plan, nullptr, gbits_in.contiguous().data_ptr<float>(), gi.data_ptr<float>(), gf.data_ptr<float>());
+      out[4] = needs(4) ? gi : Tensor();
+      out[5] = needs(5) ? gf : Tensor();
+    }
+    // weight quantizer and mask
+    if (gy.defined() || gbits_w.defined()) {
+      Tensor gwq = gy.defined() ? mat2_grad(gy, xq, wt).t() : at::zeros_like(wm);
+      auto [gwm, gi, gf] = hgq_part_backward(gwq, wm, pw.plan, static_cast<int>(flags[3]), gbits_w, needs(1),
+                                             needs(7), needs(8));
+      out[7] = gi;
+      out[8] = gf;
+      if (needs(1) && gy.defined()) {
+        if (smask.defined()) {
+          const double inv_tau = ctx->saved_data["inv_tau"].toDouble();
+          Tensor slope = at::addcmul(smask, smask, smask, -1.0).mul_(mask);
+          out[1] = gwm * slope.mul_(2.0 * inv_tau).add_(smask);
+        } else {
+          out[1] = mask.defined() ? gwm * mask : gwm;
+        }
+      }
+    }
+    // bias quantizer
+    if (has_bias && (needs(2) || needs(10) || needs(11))) {
+      if (gy.defined()) {
+        Tensor gbq = at::sum_to(gy, ctx->saved_data["bias_sizes"].toIntVector());
+        if (pb.on) {
+          auto [gb, gi, gf] = hgq_part_backward(gbq, b, pb.plan, static_cast<int>(flags[5]), gbits_b, needs(2),
+                                                needs(10), needs(11));
+          out[2] = gb;
+          out[10] = gi;
+          out[11] = gf;
+        } else {
+          out[2] = gbq;
+        }
+      } else if (pb.on && gbits_b.defined()) {
+        Tensor gi = at::empty(pb.plan.shape, gbits_b.options()), gf = at::empty(pb.plan.shape, gbits_b.options());
+        hgq_combine(pb.plan, nullptr, gbits_b.contiguous().data_ptr<float>(), gi.data_ptr<float>(), gf.data_ptr<float>());
+        out[10] = needs(10) ? gi : Tensor();
+        out[11] = needs(11) ? gf : Tensor();
+      }
+    }
+    return out;
+  }
+};
+
+tensor_list hgq_dense(const Tensor& x, const Tensor& w, const OptT& b, const OptT& mask, const OptT& in_i,
+                      const OptT& in_f, const OptT& in_k, const Tensor& w_i, const Tensor& w_f, const Tensor& w_k,
+                      const OptT& b_i, const OptT& b_f, const OptT& b_k, std::vector<int64_t> flags,
+                      std::optional<std::tuple<int64_t, double, double>> soft) {
+  TORCH_CHECK(x.dim() == 2 && w.dim() == 2, "pquant HGQ dense kernel: 2-D input and weight");
+  TORCH_CHECK(flags.size() == 6, "pquant HGQ dense kernel: six flags");
+  for (const Tensor* t : {&x, &w, &w_i, &w_f, &w_k}) check_input(*t);
+  for (const OptT* t : {&b, &mask, &in_i, &in_f, &in_k, &b_i, &b_f, &b_k})
+    if (t->has_value()) check_input(**t);
+  std::optional<SoftMask> sm;
+  if (soft) {
+    TORCH_CHECK(!mask.has_value(), "pquant HGQ dense kernel: a mask or a soft mask, not both");
+    sm = SoftMask{std::get<0>(*soft), std::get<1>(*soft), std::get<2>(*soft)};
+  }
+  return HGQDenseFn::apply(x, w, b, mask, in_i, in_f, in_k, w_i, w_f, w_k, b_i, b_f, b_k, flags, sm);
+}
+
+// ------------------------------------------------------------------------------ HGQ loss
+// The terms of pquant.training.losses.CompressionLoss for dense layers, one autograd node each
+// (the torch path builds ~15 small ops per layer): pquant.metrics.ebops.linear_cost's EBOPs
+// E = P * (sum_oi wb[o,i] * ib[i] * [w[o,i] != 0] + sum_o bb[o]), and the width term
+// sum_q mean(bits_q). Sums run in float64 (the torch path sums in float32: the two agree to
+// float rounding); per-element gradients are the torch path's products, in its order.
+
+struct DenseEBOPsFn : public torch::autograd::Function<DenseEBOPsFn> {
+  static Tensor forward(AutogradContext* ctx, const Tensor& wb_in, const Tensor& ib_in, const Tensor& weight,
+                        const std::optional<Tensor>& bb_in, int64_t positions) {
+    TORCH_CHECK(weight.dim() == 2, "dense_ebops: weight must be (out, in)");
+    const bool has_bias = bb_in.has_value() && bb_in->defined();
+    const Tensor bb = has_bias ? *bb_in : Tensor();
+    ctx->save_for_backward({wb_in, ib_in, weight});
+    ctx->saved_data["positions"] = positions;
+    ctx->saved_data["bias_shape"] = has_bias ? bb.sizes().vec() : std::vector<int64_t>{};
+    ctx->saved_data["has_bias"] = has_bias;
+    return at::scalar_tensor(dense_ebops_value(wb_in, ib_in, weight, bb, positions), weight.options());
+  }
+
+  static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
+    auto s = ctx->get_saved_variables();
+    // d/dE of positions * (...): the scalar gradient times positions, in float32 as autograd does
+    const Tensor gp = grads[0] * static_cast<double>(ctx->saved_data["positions"].toInt());
+    auto [gwb, gib, gbb] = dense_ebops_grads(gp.item<float>(), s[0], s[1], s[2],
+                                             ctx->saved_data["bias_shape"].toIntVector(), ctx->needs_input_grad(0),
+                                             ctx->needs_input_grad(1),
+                                             ctx->saved_data["has_bias"].toBool() && ctx->needs_input_grad(3));
+    return {gwb, gib, Tensor(), gbb, Tensor()};
+  }
+};
+
+Tensor dense_ebops(const Tensor& wb, const Tensor& ib, const Tensor& weight, const std::optional<Tensor>& bb,
+                   int64_t positions) {
+  check_input(wb);
+  check_input(ib);
+  check_input(weight);
+  if (bb && bb->defined()) check_input(*bb);
+  return DenseEBOPsFn::apply(wb, ib, weight.detach(), bb, positions);
+}
+
+// sum_q mean(bits_q); gradient g / numel_q for every element of bits_q.
+struct MeanSumFn : public torch::autograd::Function<MeanSumFn> {
+  static Tensor forward(AutogradContext* ctx, at::TensorList bits) {
+    double total = 0.0;
+    std::vector<int64_t> shapes;  // per tensor: its number of dims, then its sizes
+    for (const Tensor& b_in : bits) {
+      const Tensor b = b_in.contiguous();
+      const float* p = b.data_ptr<float>();
+      double s = 0.0;
+      for (int64_t j = 0; j < b.numel(); ++j) s += p[j];
+      total += static_cast<float>(s / static_cast<double>(b.numel()));
+      shapes.push_back(b.dim());
+      for (int64_t d : b.sizes()) shapes.push_back(d);
+    }
+    ctx->saved_data["shapes"] = shapes;
+    return at::scalar_tensor(total, bits.empty() ? at::TensorOptions(at::kFloat) : bits[0].options());
+  }
+  static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
+    const std::vector<int64_t> shapes = ctx->saved_data["shapes"].toIntVector();
+    tensor_list out;
+    const float g = grads[0].defined() ? grads[0].item<float>() : 0.f;
+    for (size_t at = 0; at < shapes.size();) {
+      const int64_t nd = shapes[at];
+      const std::vector<int64_t> shape(shapes.begin() + at + 1, shapes.begin() + at + 1 + nd);
+      at += 1 + nd;
+      // MeanBackward's grad / numel, in float32
+      const float n = static_cast<float>(c10::multiply_integers(shape));
+      out.push_back(grads[0].defined() ? at::full(shape, g / n, grads[0].options()) : Tensor());
+    }
+    return out;
+  }
+};
+
+Tensor mean_sum(std::vector<Tensor> bits) {
+  for (const Tensor& b : bits) check_input(b);
+  return MeanSumFn::apply(at::TensorList(bits));
 }
 
 // ------------------------------------------------------------------------------- PDP weight
@@ -977,6 +1383,14 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("hgq_quantize", &hgq_quantize, "HGQ quantizer, saturating modes: (q, bits)", py::arg("x"),
         py::arg("i"), py::arg("f"), py::arg("k"), py::arg("learn_i"), py::arg("symmetric"),
         py::arg("mode"), py::arg("relu") = false);
+  m.def("hgq_dense", &hgq_dense, "PQDense with HGQ quantizers as one autograd node", py::arg("x"),
+        py::arg("weight"), py::arg("bias"), py::arg("mask"), py::arg("in_i"), py::arg("in_f"), py::arg("in_k"),
+        py::arg("w_i"), py::arg("w_f"), py::arg("w_k"), py::arg("b_i"), py::arg("b_f"), py::arg("b_k"),
+        py::arg("flags"), py::arg("soft") = py::none());
+  m.def("dense_ebops", &dense_ebops, "EBOPs of a dense layer for the HGQ loss (one autograd node)",
+        py::arg("weight_bits"), py::arg("input_bits"), py::arg("weight"), py::arg("bias_bits"),
+        py::arg("positions"));
+  m.def("mean_sum", &mean_sum, "sum of the means of the bit tensors (HGQ width term, one node)");
   m.def("pdp_masked_weight", &pdp_masked_weight, "PDP's soft-masked weight (exact threshold)",
         py::arg("weight"), py::arg("n_below"), py::arg("inv_tau"), py::arg("clip"));
   m.def("midpoint_threshold", &midpoint_threshold, "exact PDP threshold (radix select)");

@@ -9,9 +9,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from pquant import kernels
-from pquant.metrics.ebops import linear_cost
+from pquant.metrics.ebops import linear_cost, linear_ebops
 from pquant.nn.weight_layer import CompressedWeightMixin
 from pquant.quant.base import Quantizer
+from pquant.quant.hgq import HGQQuantizer
+from pquant.quant.modes import OverflowMode
 
 _F32 = torch.float32
 
@@ -62,6 +64,8 @@ class PQDense(CompressedWeightMixin, nn.Linear):
         ext = kernels.get()
         if ext is not None and x.dtype is _F32 and x.dim() == 2 and not x.is_cuda:
             y = self._fused_forward(ext, x)
+            if y is None:
+                y = self._hgq_forward(ext, x)
             if y is not None:
                 return y
         return CompressedWeightMixin.forward(self, x)
@@ -119,12 +123,89 @@ class PQDense(CompressedWeightMixin, nn.Linear):
         d["_last_weight"] = None
         return y
 
+    def _hgq_parts(self):
+        """(input, weight, bias) quantizers when the layer can run the fused HGQ kernel -- an
+        enabled saturating HGQ weight quantizer, the input and bias ones HGQ too or absent --,
+        else None. Cached like :meth:`_fused_specs`."""
+        m = self._modules
+        quantizers = (m["input_quantizer"], m["weight_quantizer"], m["bias_quantizer"])
+        key = (Quantizer.format_epoch, *quantizers)
+        d = self.__dict__
+        if d.get("_hgq_key") == key:
+            return d["_hgq_value"]
+
+        def usable(q):
+            return (isinstance(q, HGQQuantizer) and q.enabled and q.learn_i
+                    and q.f.dtype is _F32 and not q.f.is_cuda)
+
+        q_in, q_w, q_b = quantizers
+        parts = None
+        if (usable(q_w) and (q_in is None or usable(q_in))
+                and (self.bias is None or q_b is None or usable(q_b))):
+            q_b = q_b if self.bias is not None else None
+            flags = []
+            for q in (q_in, q_w, q_b):
+                flags += ([0, 0] if q is None else
+                          [int(q.overflow_mode is OverflowMode.SAT_SYM),
+                           kernels.ROUND_INDEX[q.round_mode]])
+            # the EBOPs come out of the kernel when every width they depend on is learned there
+            folded = q_in is not None and (self.bias is None or q_b is not None)
+            parts = (q_in, q_w, q_b, flags, folded)
+        d["_hgq_key"], d["_hgq_value"] = key, parts
+        return parts
+
+    def _hgq_forward(self, ext, x: torch.Tensor) -> torch.Tensor | None:
+        """Input, weight and bias HGQ quantizers, the mask and the matrix product as one autograd
+        node (same values and gradients as the generic path); None when it does not apply."""
+        params = self._parameters
+        weight, bias = params["weight"], params["bias"]
+        if (self.finalized or not self.pruning_first or weight.dtype is not _F32
+                or weight.is_cuda or not torch.is_grad_enabled()):
+            return None
+        parts = self._hgq_parts()
+        if parts is None:
+            return None
+        q_in, q_w, q_b, flags, folded = parts
+        mask = soft = None
+        prune = self._modules["pruning"]
+        if prune is not None:
+            weight, mask, soft = prune.fused_weight(weight)
+            if bias is not None and prune.masks_bias:
+                bias = prune.prune_bias(bias)
+        none3 = (None, None, None)
+        outs = ext.hgq_dense(x, weight, bias, mask,
+                             *(none3 if q_in is None else q_in.kernel_params()),
+                             *q_w.kernel_params(),
+                             *(none3 if q_b is None else q_b.kernel_params()), flags, soft)
+        y, w_eff, ebops = outs[0], outs[1], outs[2]
+        d = self.__dict__
+        training = d["training"]
+        if training:  # this step's widths and EBOPs, for the HGQ loss
+            q_w.__dict__["_step_bits"] = outs[3]
+            if q_in is not None:
+                q_in.__dict__["_step_bits"] = outs[4]
+            if q_b is not None:
+                q_b.__dict__["_step_bits"] = outs[-1]
+        d["_step_ebops"] = ebops if (folded and training) else None
+        q_out = self._modules["output_quantizer"]
+        if q_out is not None:
+            y = q_out.forward(y)
+        d["_shapes"] = (x.shape, y.shape)
+        d["_last_weight"] = w_eff
+        return y
+
     def cost(self, for_loss: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         shapes = self.sample_shapes
         if shapes is None:
             return super().cost(for_loss)
         in_shape = shapes[0]
         positions = math.prod(in_shape[:-1]) if len(in_shape) > 1 else 1
+        if isinstance(for_loss, dict):  # the HGQ loss: EBOPs only
+            step = self.__dict__.get("_step_ebops")
+            if step is not None:  # computed by this step's fused forward
+                self.__dict__["_step_ebops"] = None
+                return None, step
+            return None, linear_ebops(self.weight_bits(for_loss), self.input_bits(for_loss),
+                                      self.kept_source(), self.bias_bits(for_loss), positions)
         return linear_cost(self.weight_bits(for_loss), self.input_bits(for_loss),
-                           self.kept_weights(), self.bias_bits(for_loss), positions,
-                           bops=not isinstance(for_loss, dict))  # the loss needs EBOPs only
+                           self.kept_weights(), self.bias_bits(for_loss), positions)

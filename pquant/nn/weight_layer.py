@@ -122,7 +122,7 @@ class CompressedWeightMixin(PQModule):
             return self.weight, self.bias
         if self._needs_graph():
             weight = self._compute_weight()
-            self._last_weight = None if weight is None else weight.detach()
+            self.__dict__["_last_weight"] = None if weight is None else weight.detach()
             return weight, self._compute_bias()
         key = self._state_key()
         if key != self._eff_key or self._eff_cache is None:
@@ -166,12 +166,17 @@ class CompressedWeightMixin(PQModule):
         bits = self._bits_of(self.bias_quantizer, for_loss)
         return bits if bits is not None else torch.tensor(FLOAT_BITS)
 
-    def kept_weights(self) -> torch.Tensor:
-        """1 where the effective weight of the last forward is non-zero (0: costs nothing)."""
+    def kept_source(self) -> torch.Tensor:
+        """The effective weight of the last forward (detached): its zeros cost nothing."""
         w = self._last_weight
         if w is None:
             with torch.no_grad():
                 w = self.effective_weight()
+        return w
+
+    def kept_weights(self) -> torch.Tensor:
+        """1 where the effective weight of the last forward is non-zero (0: costs nothing)."""
+        w = self.kept_source()
         return (w != 0).to(w.dtype)
 
     # ------------------------------------------------------------------ finalisation

@@ -37,6 +37,7 @@ def round_ste(t: torch.Tensor) -> torch.Tensor:
 
 
 _LN2 = math.log(2.0)
+_F32 = torch.float32
 
 
 def _reduce_to(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
@@ -238,9 +239,13 @@ class HGQQuantizer(Quantizer):
             self._plan_key = key
         return self._plan
 
+    def kernel_params(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(i, f, k)`` as the fused kernels take them."""
+        return self._parameters["i"], self._parameters["f"], self._buffers["k"]
+
     def end_step(self) -> None:
         """Forget this step's widths (called by the loss once it has used them)."""
-        self._step_bits = None
+        self.__dict__["_step_bits"] = None
 
     def bits(self) -> torch.Tensor:
         with torch.no_grad():
@@ -271,23 +276,31 @@ class HGQQuantizer(Quantizer):
         return self._quantize(x, True)
 
     def _quantize(self, x: torch.Tensor, relu: bool) -> torch.Tensor:
-        if not self._enabled:
+        # (runs for every quantizer at every step: tensors are read from the module's dicts and
+        # the step's widths written to its __dict__, skipping nn.Module's attribute hooks)
+        d = self.__dict__
+        if not d["_enabled"]:
             return torch.relu(x) if relu else x
-        if not self.learn_i and self.training:
-            self._track_integer_bits(x, torch.round(self.f))
-        ext = kernels.get()
-        if (ext is not None and self.learn_i and x.dtype is torch.float32
-                and x.device.type == "cpu" and self.f.dtype is torch.float32):
-            # the same values (and gradients, to float rounding) in fused passes (pquant.kernels)
-            q, bits = ext.hgq_quantize(x, self.i, self.f, self.k, True,
-                                       self.overflow_mode is OverflowMode.SAT_SYM,
-                                       kernels.ROUND_INDEX[self.round_mode], relu)
+        training = d["training"]
+        f = self._parameters["f"]
+        if d["learn_i"]:
+            i = self._parameters["i"]
         else:
-            q, bits = _HGQQuantize.apply(x, self.i, self.f, self._current_plan(),
-                                         self.round_mode)
+            i = self._buffers["i"]
+            if training:
+                self._track_integer_bits(x, torch.round(f))
+        ext = kernels.get()
+        if (ext is not None and d["learn_i"] and x.dtype is _F32 and f.dtype is _F32
+                and not x.is_cuda):
+            # the same values (and gradients, to float rounding) in fused passes (pquant.kernels)
+            q, bits = ext.hgq_quantize(x, i, f, self._buffers["k"], True,
+                                       d["overflow_mode"] is OverflowMode.SAT_SYM,
+                                       kernels.ROUND_INDEX[d["round_mode"]], relu)
+        else:
+            q, bits = _HGQQuantize.apply(x, i, f, self._current_plan(), self.round_mode)
             if relu:
                 q = torch.relu(q)
-        self._step_bits = bits if (self.training and bits.requires_grad) else None
+        d["_step_bits"] = bits if (training and bits.requires_grad) else None
         return q
 
     def on_epoch_end(self) -> None:
@@ -309,3 +322,15 @@ class HGQQuantizer(Quantizer):
         mean_bits = float(self.bits().float().mean())
         return (f"shape={tuple(self.f.shape)}, mean bits {mean_bits:.2f}, "
                 f"{self.round_mode.name}, {self.overflow_mode.name}")
+
+
+def mean_widths(quantizers, memo: dict | None = None) -> torch.Tensor:
+    """``sum_q q.regularizer(memo)`` -- the HGQ width term; one fused node with the kernels when
+    every quantizer is an :class:`HGQQuantizer` (whose regularizer is its mean width)."""
+    ext = kernels.get()
+    if ext is not None and quantizers and all(type(q).regularizer is HGQQuantizer.regularizer
+                                              for q in quantizers):
+        bits = [q.bits_for_loss(memo) for q in quantizers]
+        if all(b.dtype is torch.float32 and b.device.type == "cpu" for b in bits):
+            return ext.mean_sum(bits)
+    return sum((q.regularizer(memo) for q in quantizers), torch.zeros(()))

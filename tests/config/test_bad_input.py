@@ -39,6 +39,8 @@ RANGE_CASES = [
     (["+quantization.layer_specific={fc1: {input: {granularity: per_channel}}}"],
      ["quantization.layer_specific.fc1.input", "keys", "granularity"]),
     (["fitcompress.enable_fitcompress=true"], ["fitcompress.enable_fitcompress", "false"]),
+    (["training.optimizer._target_=torch.optim.RMSprop"],
+     ["training.optimizer.fused", "torch.optim.RMSprop", "~training.optimizer.fused"]),
 ]
 
 
@@ -61,6 +63,12 @@ COMPOSE_CASES = [
     (["training.rewind=sometimes"], "post-training-stage"),
     (["quantization.quantize_input=maybe"], "quantize_input"),
 ]
+
+
+def test_optimizer_without_the_fused_flag_builds(compose):
+    s = sections(compose(["training.optimizer._target_=torch.optim.RMSprop",
+                          "~training.optimizer.fused"]))
+    assert "fused" not in s.training.optimizer
 
 
 @pytest.mark.parametrize(("overrides", "fragment"), COMPOSE_CASES,

@@ -51,6 +51,16 @@ def assert_same(a, b):
         assert torch.equal(x, y), (x - y).abs().max()
 
 
+def assert_sums_close(a, b):
+    """Gradients of HGQ bit parameters: sums over the quantized elements, which the kernel adds
+    in its own order (float32 blocks, float64 beyond) and the torch path in float64 -- equal to
+    float rounding of the terms."""
+    for x, y in zip(a, b, strict=True):
+        assert x.shape == y.shape
+        scale = max(1.0, float(y.abs().max()))
+        torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6 * scale)
+
+
 def _values(n: int = 4096) -> torch.Tensor:
     g = torch.Generator().manual_seed(0)
     lsb_halves = torch.arange(-600, 600, dtype=torch.float32) / 64.0  # ties of every grid used
@@ -349,7 +359,10 @@ def test_hgq_matches(monkeypatch, round_mode, overflow_mode, shape):
         return outs
 
     on, off = both(monkeypatch, run)
-    assert_same(on, off)
+    exact = [t for n, t in enumerate(on) if n % 4 < 2], [t for n, t in enumerate(off) if n % 4 < 2]
+    assert_same(*exact)  # values and input gradients: bit for bit
+    assert_sums_close([t for n, t in enumerate(on) if n % 4 >= 2],
+                      [t for n, t in enumerate(off) if n % 4 >= 2])
 
 
 def break_build(monkeypatch, setting: str, reason: str) -> None:
