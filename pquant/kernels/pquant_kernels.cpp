@@ -383,6 +383,27 @@ std::pair<Tensor, Tensor> pdp_soft_mask(const Tensor& w_in, const SoftMask& soft
   return {scores, mask};
 }
 
+// PDP's soft-mask gradient g * (m + (2 / tau) * score * (m - m * m)), in the torch path's
+// order of float32 operations (pquant.pruning.pdp._SoftMaskedWeight.backward), one pass.
+PQ_VECTOR_CLONES
+void pdp_soft_grad_loop(const float* __restrict g, const float* __restrict m, const float* __restrict s, float c,
+                        int64_t n, float* __restrict out) {
+  for (int64_t j = 0; j < n; ++j) {
+    const float mm = m[j] * m[j];
+    const float slope = (m[j] - mm) * s[j];
+    out[j] = g[j] * (slope * c + m[j]);
+  }
+}
+
+Tensor pdp_soft_grad(const Tensor& grad, const Tensor& mask, const Tensor& scores, double inv_tau) {
+  const Tensor g = grad.contiguous(), m = mask.contiguous(), s = scores.contiguous();
+  TORCH_CHECK(g.numel() == m.numel() && m.numel() == s.numel(), "pdp soft gradient: shapes differ");
+  Tensor out = at::empty_like(g, at::MemoryFormat::Contiguous);
+  pdp_soft_grad_loop(g.data_ptr<float>(), m.data_ptr<float>(), s.data_ptr<float>(), static_cast<float>(2.0 * inv_tau),
+                     g.numel(), out.data_ptr<float>());
+  return out.view(grad.sizes());
+}
+
 struct DenseFn : public torch::autograd::Function<DenseFn> {
   // Optional inputs are std::optional (undefined tensors cannot be autograd inputs).
   static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& w,
@@ -432,9 +453,7 @@ struct DenseFn : public torch::autograd::Function<DenseFn> {
       gw = quantize_grad(gw, wm, load_grad_spec(ctx, "w"));
       if (smask.defined()) {
         // d/dw [w * sigmoid((w**2 - t) / tau)] = m + (2 / tau) * w**2 * m * (1 - m)
-        double inv_tau = ctx->saved_data["inv_tau"].toDouble();
-        Tensor slope = at::addcmul(smask, smask, smask, -1.0).mul_(mask);
-        gw = gw * slope.mul_(2.0 * inv_tau).add_(smask);
+        gw = pdp_soft_grad(gw, smask, mask, ctx->saved_data["inv_tau"].toDouble());
       } else if (mask.defined()) {
         gw = gw * mask;
       }
@@ -1170,9 +1189,7 @@ struct HGQDenseFn : public torch::autograd::Function<HGQDenseFn> {
       out[8] = gf;
       if (needs(1) && gy.defined()) {
         if (smask.defined()) {
-          const double inv_tau = ctx->saved_data["inv_tau"].toDouble();
-          Tensor slope = at::addcmul(smask, smask, smask, -1.0).mul_(mask);
-          out[1] = gwm * slope.mul_(2.0 * inv_tau).add_(smask);
+          out[1] = pdp_soft_grad(gwm, smask, mask, ctx->saved_data["inv_tau"].toDouble());
         } else {
           out[1] = mask.defined() ? gwm * mask : gwm;
         }
@@ -1260,42 +1277,69 @@ Tensor dense_ebops(const Tensor& wb, const Tensor& ib, const Tensor& weight, con
   return DenseEBOPsFn::apply(wb, ib, weight.detach(), bb, positions);
 }
 
-// sum_q mean(bits_q); gradient g / numel_q for every element of bits_q.
-struct MeanSumFn : public torch::autograd::Function<MeanSumFn> {
-  static Tensor forward(AutogradContext* ctx, at::TensorList bits) {
-    double total = 0.0;
-    std::vector<int64_t> shapes;  // per tensor: its number of dims, then its sizes
+// The HGQ loss term beta * sum_l E_l + gamma * sum_q mean(bits_q) as one node: returns
+// (term, sum_l E_l, sum_q mean(bits_q)); gradients beta for every E_l and gamma / numel_q for
+// every element of bits_q (float32, as autograd computes them for the composed expression).
+struct HGQLossFn : public torch::autograd::Function<HGQLossFn> {
+  static tensor_list forward(AutogradContext* ctx, at::TensorList ebops, at::TensorList bits, double beta,
+                             double gamma) {
+    float e_total = 0.f;  // float32 in order, as the torch path adds them
+    for (const Tensor& e : ebops) e_total += e.item<float>();
+    double w_total = 0.0;
+    std::vector<int64_t> shapes;  // per bits tensor: its number of dims, then its sizes
     for (const Tensor& b_in : bits) {
       const Tensor b = b_in.contiguous();
       const float* p = b.data_ptr<float>();
       double s = 0.0;
       for (int64_t j = 0; j < b.numel(); ++j) s += p[j];
-      total += static_cast<float>(s / static_cast<double>(b.numel()));
+      w_total += static_cast<float>(s / static_cast<double>(b.numel()));
       shapes.push_back(b.dim());
       for (int64_t d : b.sizes()) shapes.push_back(d);
     }
+    const float widths = static_cast<float>(w_total);
+    const float term = static_cast<float>(beta) * e_total + static_cast<float>(gamma) * widths;
     ctx->saved_data["shapes"] = shapes;
-    return at::scalar_tensor(total, bits.empty() ? at::TensorOptions(at::kFloat) : bits[0].options());
+    ctx->saved_data["n_ebops"] = static_cast<int64_t>(ebops.size());
+    ctx->saved_data["beta"] = beta;
+    ctx->saved_data["gamma"] = gamma;
+    const auto opts = at::TensorOptions(at::kFloat);
+    Tensor t_e = at::scalar_tensor(e_total, opts), t_w = at::scalar_tensor(widths, opts);
+    ctx->mark_non_differentiable({t_e, t_w});
+    return {at::scalar_tensor(term, opts), t_e, t_w};
   }
   static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
     const std::vector<int64_t> shapes = ctx->saved_data["shapes"].toIntVector();
+    const int64_t n_ebops = ctx->saved_data["n_ebops"].toInt();
     tensor_list out;
-    const float g = grads[0].defined() ? grads[0].item<float>() : 0.f;
+    const bool has = grads[0].defined();
+    const float g = has ? grads[0].item<float>() : 0.f;
+    const auto opts = at::TensorOptions(at::kFloat);
+    const float ge = g * static_cast<float>(ctx->saved_data["beta"].toDouble());
+    const float gw = g * static_cast<float>(ctx->saved_data["gamma"].toDouble());
+    for (int64_t l = 0; l < n_ebops; ++l) out.push_back(has ? at::scalar_tensor(ge, opts) : Tensor());
     for (size_t at = 0; at < shapes.size();) {
       const int64_t nd = shapes[at];
       const std::vector<int64_t> shape(shapes.begin() + at + 1, shapes.begin() + at + 1 + nd);
       at += 1 + nd;
       // MeanBackward's grad / numel, in float32
       const float n = static_cast<float>(c10::multiply_integers(shape));
-      out.push_back(grads[0].defined() ? at::full(shape, g / n, grads[0].options()) : Tensor());
+      out.push_back(has ? at::full(shape, gw / n, opts) : Tensor());
     }
+    out.push_back(Tensor());
+    out.push_back(Tensor());
     return out;
   }
 };
 
-Tensor mean_sum(std::vector<Tensor> bits) {
+std::tuple<Tensor, Tensor, Tensor> hgq_loss(std::vector<Tensor> ebops, std::vector<Tensor> bits, double beta,
+                                            double gamma) {
+  for (const Tensor& e : ebops) {
+    check_input(e);
+    TORCH_CHECK(e.numel() == 1, "hgq_loss: EBOPs must be scalars");
+  }
   for (const Tensor& b : bits) check_input(b);
-  return MeanSumFn::apply(at::TensorList(bits));
+  auto out = HGQLossFn::apply(at::TensorList(ebops), at::TensorList(bits), beta, gamma);
+  return {out[0], out[1], out[2]};
 }
 
 // ------------------------------------------------------------------------------- PDP weight
@@ -1312,8 +1356,7 @@ struct PDPWeightFn : public torch::autograd::Function<PDPWeightFn> {
     auto s = ctx->get_saved_variables();
     const Tensor &scores = s[0], &mask = s[1];
     const double inv_tau = ctx->saved_data["inv_tau"].toDouble();
-    Tensor slope = at::addcmul(mask, mask, mask, -1.0).mul_(scores);
-    Tensor g = grads[0] * slope.mul_(2.0 * inv_tau).add_(mask).view(grads[0].sizes());
+    Tensor g = pdp_soft_grad(grads[0], mask, scores, inv_tau);
     return {g, Tensor(), Tensor(), Tensor()};
   }
 };
@@ -1390,7 +1433,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("dense_ebops", &dense_ebops, "EBOPs of a dense layer for the HGQ loss (one autograd node)",
         py::arg("weight_bits"), py::arg("input_bits"), py::arg("weight"), py::arg("bias_bits"),
         py::arg("positions"));
-  m.def("mean_sum", &mean_sum, "sum of the means of the bit tensors (HGQ width term, one node)");
+  m.def("hgq_loss", &hgq_loss, "HGQ loss term beta * sum(EBOPs) + gamma * sum of mean widths (one node)",
+        py::arg("ebops"), py::arg("bits"), py::arg("beta"), py::arg("gamma"));
   m.def("pdp_masked_weight", &pdp_masked_weight, "PDP's soft-masked weight (exact threshold)",
         py::arg("weight"), py::arg("n_below"), py::arg("inv_tau"), py::arg("clip"));
   m.def("midpoint_threshold", &midpoint_threshold, "exact PDP threshold (radix select)");

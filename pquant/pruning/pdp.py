@@ -234,7 +234,9 @@ class _SoftMaskedWeight(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         scores, mask = ctx.saved_tensors
-        slope = torch.addcmul(mask, mask, mask, value=-1.0).mul_(scores)
+        # (separate products and sums: addcmul may fuse a multiply-add depending on the CPU, and
+        # the fused kernel computes exactly these float32 operations)
+        slope = torch.sub(mask, mask * mask).mul_(scores)
         return grad * slope.mul_(2.0 * ctx.inv_tau).add_(mask), None, None, None
 
 

@@ -332,5 +332,5 @@ def mean_widths(quantizers, memo: dict | None = None) -> torch.Tensor:
                                               for q in quantizers):
         bits = [q.bits_for_loss(memo) for q in quantizers]
         if all(b.dtype is torch.float32 and b.device.type == "cpu" for b in bits):
-            return ext.mean_sum(bits)
+            return ext.hgq_loss([], bits, 0.0, 1.0)[0]  # the width term alone
     return sum((q.regularizer(memo) for q in quantizers), torch.zeros(()))

@@ -18,7 +18,8 @@ from pquant.nn.base import PQModule
 from pquant.nn.weight_layer import CompressedWeightMixin
 from pquant.pruning.base import PruningMethod, Stage
 from pquant.quant.base import Quantizer
-from pquant.quant.hgq import mean_widths
+from pquant import kernels
+from pquant.quant.hgq import HGQQuantizer, mean_widths
 
 
 class CompressionLoss:
@@ -49,6 +50,23 @@ class CompressionLoss:
         self.end_step()
         return ebops, widths
 
+    def hgq_term(self) -> torch.Tensor:
+        """``hgq_beta * EBOPs + hgq_gamma * widths`` (as from :meth:`hgq_terms`); one fused node
+        with the kernels when every term is a float32 CPU tensor of HGQ quantizers."""
+        ext = kernels.get()
+        if ext is None or not all(type(q).regularizer is HGQQuantizer.regularizer
+                                  for q in self.learnable):
+            ebops, widths = self.hgq_terms()
+            return self.beta * ebops + self.gamma * widths
+        memo: dict = {}
+        ebops = [m.cost(for_loss=memo)[1] for m in self.costed if m.sample_shapes is not None]
+        bits = [q.bits_for_loss(memo) for q in self.learnable]
+        self.end_step()
+        if all(t.dtype is torch.float32 and t.device.type == "cpu" for t in ebops + bits):
+            return ext.hgq_loss(ebops, bits, self.beta, self.gamma)[0]
+        return (self.beta * sum(ebops, torch.zeros(()))
+                + self.gamma * sum((b.mean() for b in bits), torch.zeros(())))
+
     def __call__(self, stage: Stage, loss: torch.Tensor) -> torch.Tensor:
         if stage is Stage.TRAINING:
             for method in self.pruning:
@@ -56,8 +74,7 @@ class CompressionLoss:
                 if term is not None:
                     loss = loss + term
         if self.hgq and stage is not Stage.PRETRAINING:
-            ebops, widths = self.hgq_terms()
-            loss = loss + self.beta * ebops.to(loss.device) + self.gamma * widths.to(loss.device)
+            loss = loss + self.hgq_term().to(loss.device)
         return loss
 
     def end_step(self) -> None:
