@@ -404,6 +404,16 @@ Tensor pdp_soft_grad(const Tensor& grad, const Tensor& mask, const Tensor& score
   return out.view(grad.sizes());
 }
 
+// w * mask, or with ``soft`` w * PDP's soft mask: then ``mask`` receives the scores and
+// ``smask`` the soft mask (both saved for the backward, see pdp_soft_grad).
+Tensor masked_weight(AutogradContext* ctx, const Tensor& w, Tensor& mask, Tensor& smask,
+                     const std::optional<SoftMask>& soft) {
+  if (!soft) return mask.defined() ? w * mask : w;
+  std::tie(mask, smask) = pdp_soft_mask(w, *soft);
+  ctx->saved_data["inv_tau"] = soft->inv_tau;
+  return w * smask;
+}
+
 struct DenseFn : public torch::autograd::Function<DenseFn> {
   // Optional inputs are std::optional (undefined tensors cannot be autograd inputs).
   static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& w,
@@ -413,14 +423,8 @@ struct DenseFn : public torch::autograd::Function<DenseFn> {
     Tensor b = b_opt.has_value() ? *b_opt : Tensor();
     Tensor mask = mask_opt.has_value() ? *mask_opt : Tensor();
     Tensor xq = qin ? quantize_values(x, *qin) : x;
-    Tensor wm, smask;
-    if (soft) {
-      std::tie(mask, smask) = pdp_soft_mask(w, *soft);  // ``mask`` now holds the scores
-      wm = w * smask;
-      ctx->saved_data["inv_tau"] = soft->inv_tau;
-    } else {
-      wm = mask.defined() ? w * mask : w;
-    }
+    Tensor smask;
+    const Tensor wm = masked_weight(ctx, w, mask, smask, soft);
     Tensor wq = qw ? quantize_values(wm, *qw) : wm;
     Tensor bq = (b.defined() && qb) ? quantize_values(b, *qb) : b;
     Tensor wt = wq.t();
@@ -1057,6 +1061,13 @@ std::tuple<Tensor, Tensor, Tensor> hgq_part_backward(const Tensor& g, const Tens
   return {need_x ? gx.view(x_in.sizes()) : Tensor(), gi, gf};
 }
 
+// (gi, gf) of one quantizer when only its widths received a gradient.
+std::pair<Tensor, Tensor> hgq_width_grads(const HGQPlan& p, const Tensor& gbits, bool need_i, bool need_f) {
+  Tensor gi = at::empty(p.shape, gbits.options()), gf = at::empty(p.shape, gbits.options());
+  hgq_combine(p, nullptr, gbits.contiguous().data_ptr<float>(), gi.data_ptr<float>(), gf.data_ptr<float>());
+  return {need_i ? gi : Tensor(), need_f ? gf : Tensor()};
+}
+
 void save_plan(AutogradContext* ctx, const std::string& key, const HGQPart& part) {
   if (!part.on) return;
   ctx->saved_data[key + "_buf"] = part.plan.buf;
@@ -1092,14 +1103,8 @@ struct HGQDenseFn : public torch::autograd::Function<HGQDenseFn> {
     pw.on = true;
     const HGQPart pb = b.defined() ? hgq_part(b_i, b_f, b_k, flags[4] != 0) : HGQPart();
     const Tensor xq = pin.on ? hgq_values(x, pin.plan, static_cast<int>(flags[1]), false) : x;
-    Tensor wm, smask;
-    if (soft) {
-      std::tie(mask, smask) = pdp_soft_mask(w, *soft);  // ``mask`` now holds the scores
-      wm = w * smask;
-      ctx->saved_data["inv_tau"] = soft->inv_tau;
-    } else {
-      wm = mask.defined() ? w * mask : w;
-    }
+    Tensor smask;
+    const Tensor wm = masked_weight(ctx, w, mask, smask, soft);
     const Tensor wq = hgq_values(wm, pw.plan, static_cast<int>(flags[3]), false);
     const Tensor bq = pb.on ? hgq_values(b, pb.plan, static_cast<int>(flags[5]), false) : b;
     const Tensor wt = wq.t();
@@ -1162,24 +1167,21 @@ struct HGQDenseFn : public torch::autograd::Function<HGQDenseFn> {
       if (pb.on) { index[10] = at++; index[11] = at++; index[12] = at++; }
     }
     auto needs = [&](int slot) { return index[slot] >= 0 && ctx->needs_input_grad(index[slot]); };
-    // input quantizer
-    if (gy.defined() && (needs(0) || needs(4) || needs(5))) {
-      Tensor gxq = mat1_grad(gy, xq, wt);
-      if (pin.on) {
-        auto [gx, gi, gf] = hgq_part_backward(gxq, x, pin.plan, static_cast<int>(flags[1]), gbits_in, needs(0),
-                                              needs(4), needs(5));
-        out[0] = gx;
-        out[4] = gi;
-        out[5] = gf;
-      } else {
-        out[0] = gxq;
+    // a data quantizer (input, bias): from the gradient g of its output (undefined: none), or
+    // from its widths' gradient alone; slots of its value, i and f
+    auto data_part = [&](const Tensor& g, const HGQPart& part, const Tensor& value, int64_t mode,
+                         const Tensor& gbits, int sv, int si, int sf) {
+      if (g.defined() && part.on) {
+        std::tie(out[sv], out[si], out[sf]) = hgq_part_backward(g, value, part.plan, static_cast<int>(mode), gbits,
+                                                                needs(sv), needs(si), needs(sf));
+      } else if (g.defined()) {
+        out[sv] = g;
+      } else if (part.on && gbits.defined() && (needs(si) || needs(sf))) {
+        std::tie(out[si], out[sf]) = hgq_width_grads(part.plan, gbits, needs(si), needs(sf));
       }
-    } else if (pin.on && gbits_in.defined() && (needs(4) || needs(5))) {
-      Tensor gi = at::empty(pin.plan.shape, gbits_in.options()), gf = at::empty(pin.plan.shape, gbits_in.options());
-      hgq_combine(pin.plan, nullptr, gbits_in.contiguous().data_ptr<float>(), gi.data_ptr<float>(), gf.data_ptr<float>());
-      out[4] = needs(4) ? gi : Tensor();
-      out[5] = needs(5) ? gf : Tensor();
-    }
+    };
+    const bool want_in = gy.defined() && (needs(0) || needs(4) || needs(5));
+    data_part(want_in ? mat1_grad(gy, xq, wt) : Tensor(), pin, x, flags[1], gbits_in, 0, 4, 5);
     // weight quantizer and mask
     if (gy.defined() || gbits_w.defined()) {
       Tensor gwq = gy.defined() ? mat2_grad(gy, xq, wt).t() : at::zeros_like(wm);
@@ -1195,26 +1197,9 @@ struct HGQDenseFn : public torch::autograd::Function<HGQDenseFn> {
         }
       }
     }
-    // bias quantizer
-    if (has_bias && (needs(2) || needs(10) || needs(11))) {
-      if (gy.defined()) {
-        Tensor gbq = at::sum_to(gy, ctx->saved_data["bias_sizes"].toIntVector());
-        if (pb.on) {
-          auto [gb, gi, gf] = hgq_part_backward(gbq, b, pb.plan, static_cast<int>(flags[5]), gbits_b, needs(2),
-                                                needs(10), needs(11));
-          out[2] = gb;
-          out[10] = gi;
-          out[11] = gf;
-        } else {
-          out[2] = gbq;
-        }
-      } else if (pb.on && gbits_b.defined()) {
-        Tensor gi = at::empty(pb.plan.shape, gbits_b.options()), gf = at::empty(pb.plan.shape, gbits_b.options());
-        hgq_combine(pb.plan, nullptr, gbits_b.contiguous().data_ptr<float>(), gi.data_ptr<float>(), gf.data_ptr<float>());
-        out[10] = needs(10) ? gi : Tensor();
-        out[11] = needs(11) ? gf : Tensor();
-      }
-    }
+    if (has_bias && (needs(2) || needs(10) || needs(11)))
+      data_part(gy.defined() ? at::sum_to(gy, ctx->saved_data["bias_sizes"].toIntVector()) : Tensor(), pb, b,
+                flags[5], gbits_b, 2, 10, 11);
     return out;
   }
 };

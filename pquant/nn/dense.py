@@ -96,6 +96,17 @@ class PQDense(CompressedWeightMixin, nn.Linear):
         d["_fused_key"], d["_fused_value"] = key, specs
         return specs
 
+    def _kernel_params(self, weight, bias) -> tuple:
+        """``(weight, bias, mask, soft)`` for the kernels: the pruning method's mask (or PDP's soft
+        mask parameters) is applied inside them."""
+        mask = soft = None
+        prune = self._modules["pruning"]
+        if prune is not None:
+            weight, mask, soft = prune.fused_weight(weight)
+            if bias is not None and prune.masks_bias:
+                bias = prune.prune_bias(bias)
+        return weight, bias, mask, soft
+
     def _fused_forward(self, ext, x: torch.Tensor) -> torch.Tensor | None:
         """The whole layer as one autograd node (same values and gradients as the generic path);
         None when it does not apply (no graph needed -- eval uses the cache --, finalized,
@@ -111,12 +122,7 @@ class PQDense(CompressedWeightMixin, nn.Linear):
         specs = self._fused_specs(x)
         if specs is None:
             return None
-        mask = soft = None
-        prune = self._modules["pruning"]
-        if prune is not None:
-            weight, mask, soft = prune.fused_weight(weight)
-            if bias is not None and prune.masks_bias:
-                bias = prune.prune_bias(bias)
+        weight, bias, mask, soft = self._kernel_params(weight, bias)
         y = ext.dense(x, weight, bias, mask, *specs, soft)
         d = self.__dict__
         d["_shapes"] = (x.shape, y.shape)
@@ -166,12 +172,7 @@ class PQDense(CompressedWeightMixin, nn.Linear):
         if parts is None:
             return None
         q_in, q_w, q_b, flags, folded = parts
-        mask = soft = None
-        prune = self._modules["pruning"]
-        if prune is not None:
-            weight, mask, soft = prune.fused_weight(weight)
-            if bias is not None and prune.masks_bias:
-                bias = prune.prune_bias(bias)
+        weight, bias, mask, soft = self._kernel_params(weight, bias)
         none3 = (None, None, None)
         outs = ext.hgq_dense(x, weight, bias, mask,
                              *(none3 if q_in is None else q_in.kernel_params()),
