@@ -31,7 +31,7 @@ Rewind = Enum(
 
 
 def _adam() -> dict[str, Any]:
-    return {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1.0e-3, "fused": True}
+    return {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1.0e-3, "foreach": True}
 
 
 def _cross_entropy() -> dict[str, Any]:
@@ -83,8 +83,8 @@ class TrainingConfig:
 
 
 def _check_optimizer_flags(path: str, node: dict) -> None:
-    """``fused``/``foreach`` (the default sets ``fused: true``) must exist in the chosen optimizer:
-    switching to e.g. RMSprop, which has no fused kernel, says how to drop the flag."""
+    """``fused``/``foreach`` must exist in the chosen optimizer: switching to one without the
+    flag (e.g. ``fused`` with RMSprop, which has no fused kernel) says how to drop it."""
     import inspect
 
     from hydra.utils import get_class
@@ -96,10 +96,9 @@ def _check_optimizer_flags(path: str, node: dict) -> None:
     for flag in ("fused", "foreach"):
         if node.get(flag) and flag not in params:
             raise ConfigError(
-                f"{path}.{flag}={node[flag]!r} is not an option of {node['_target_']} (the default "
-                f"optimizer, torch.optim.Adam, sets fused: true; optimizers with a fused kernel: "
-                f"Adam, AdamW, SGD, Adagrad). Drop it with ~{path}.{flag}, got {flag}="
-                f"{node[flag]!r} with _target_={node['_target_']!r}"
+                f"{path}.{flag}={node[flag]!r} is not an option of {node['_target_']} (torch "
+                f"optimizers with a fused kernel: Adam, AdamW, SGD, Adagrad). Drop it with "
+                f"~{path}.{flag}, got {flag}={node[flag]!r} with _target_={node['_target_']!r}"
             )
 
 

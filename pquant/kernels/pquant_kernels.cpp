@@ -882,33 +882,43 @@ void hgq_combine_loop(int64_t n, const double* __restrict sf, const double* __re
   }
 }
 
-// gi, gf (either may be null: not needed) from the sums (null: no gradient reached the values)
-// and the widths' gradient gb (null: none).
+// gi, gf from the sums (null: no gradient reached the values) and the widths' gradient gb (null:
+// none).
 void hgq_combine(const HGQPlan& p, const double* sums, const float* gb, float* gi, float* gf) {
   const int64_t n = p.n;
   const float *act = p.row(ACTIVE), *gio = p.row(GI_O), *gis = p.row(GI_S), *gfo = p.row(GF_O),
               *gfs = p.row(GF_S);
   if (sums == nullptr) {
-    for (int64_t j = 0; j < n; ++j) {
-      const float t = gb[j] * act[j];
-      if (gi != nullptr) gi[j] = t;
-      if (gf != nullptr) gf[j] = t;
-    }
-    return;
+    for (int64_t j = 0; j < n; ++j) gi[j] = gf[j] = gb[j] * act[j];
+  } else if (gb != nullptr) {
+    hgq_combine_loop<true>(n, sums, sums + n, sums + 2 * n, gb, act, gio, gis, gfo, gfs, gi, gf);
+  } else {
+    hgq_combine_loop<false>(n, sums, sums + n, sums + 2 * n, gb, act, gio, gis, gfo, gfs, gi, gf);
   }
-  std::vector<float> scratch((gi == nullptr || gf == nullptr) ? n : 0);
-  float* oi = gi != nullptr ? gi : scratch.data();
-  float* of = gf != nullptr ? gf : scratch.data();
-  if (gb != nullptr)
-    hgq_combine_loop<true>(n, sums, sums + n, sums + 2 * n, gb, act, gio, gis, gfo, gfs, oi, of);
-  else
-    hgq_combine_loop<false>(n, sums, sums + n, sums + 2 * n, gb, act, gio, gis, gfo, gfs, oi, of);
+}
+
+// The HGQ quantizer's learnable bits are one (2, *shape) parameter: row 0 integer bits, row 1
+// fractional bits (one tensor for the optimizer instead of two).
+HGQPlan hgq_plan_of(const Tensor& i_f, const Tensor& k, bool sym) {
+  TORCH_CHECK(i_f.dim() >= 1 && i_f.size(0) == 2, "hgq: the bit parameter must be (2, *shape)");
+  return hgq_plan(i_f.select(0, 0), i_f.select(0, 1), k, true, sym);
+}
+
+// d/d(i, f) as one (2, *shape) tensor from the sums (or null) and the widths' gradient (or undefined).
+Tensor hgq_bit_grads(const HGQPlan& p, const Tensor& sums, const Tensor& grad_bits, const at::TensorOptions& opts) {
+  Tensor g_if = at::empty({2, p.n}, opts);
+  const Tensor gb = grad_bits.defined() ? grad_bits.contiguous() : Tensor();
+  hgq_combine(p, sums.defined() ? sums.data_ptr<double>() : nullptr, gb.defined() ? gb.data_ptr<float>() : nullptr,
+              g_if.data_ptr<float>(), g_if.data_ptr<float>() + p.n);
+  std::vector<int64_t> shape{2};
+  shape.insert(shape.end(), p.shape.begin(), p.shape.end());
+  return g_if.view(shape);
 }
 
 struct HGQFn : public torch::autograd::Function<HGQFn> {
-  static tensor_list forward(AutogradContext* ctx, const Tensor& x, const Tensor& i_raw, const Tensor& f_raw,
-                             const Tensor& k, bool learn_i, bool sym, int64_t mode, bool relu) {
-    HGQPlan p = hgq_plan(i_raw, f_raw, k, learn_i, sym);
+  static tensor_list forward(AutogradContext* ctx, const Tensor& x, const Tensor& i_f, const Tensor& k, bool sym,
+                             int64_t mode, bool relu) {
+    HGQPlan p = hgq_plan_of(i_f, k, sym);
     Tensor q = hgq_values(x, p, static_cast<int>(mode), relu);
     ctx->save_for_backward({x, p.buf});
     ctx->saved_data["mode"] = mode;
@@ -925,10 +935,9 @@ struct HGQFn : public torch::autograd::Function<HGQFn> {
     p.buf = s[1];
     p.n = p.buf.size(1);
     p.shape = ctx->saved_data["shape"].toIntVector();
-    const bool need_x = ctx->needs_input_grad(0), need_i = ctx->needs_input_grad(1),
-               need_f = ctx->needs_input_grad(2);
+    const bool need_x = ctx->needs_input_grad(0), need_if = ctx->needs_input_grad(1);
     const Tensor &grad = grads[0], &grad_bits = grads[1];
-    Tensor gx, gi, gf, sums, gb;
+    Tensor gx, g_if, sums;
     if (grad.defined()) {
       const Tensor g = grad.contiguous();
       gx = at::empty_like(x, at::MemoryFormat::Contiguous);  // (written even when not needed)
@@ -937,24 +946,17 @@ struct HGQFn : public torch::autograd::Function<HGQFn> {
                sums.data_ptr<double>(), ctx->saved_data["relu"].toBool());
       gx = need_x ? gx.view(x.sizes()) : Tensor();
     }
-    if ((need_i || need_f) && (grad.defined() || grad_bits.defined())) {
-      if (grad_bits.defined()) gb = grad_bits.contiguous();
-      if (need_i) gi = at::empty(p.shape, x.options());
-      if (need_f) gf = at::empty(p.shape, x.options());
-      hgq_combine(p, sums.defined() ? sums.data_ptr<double>() : nullptr, gb.defined() ? gb.data_ptr<float>() : nullptr,
-                  need_i ? gi.data_ptr<float>() : nullptr, need_f ? gf.data_ptr<float>() : nullptr);
-    }
-    return {gx, gi, gf, Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
+    if (need_if && (grad.defined() || grad_bits.defined())) g_if = hgq_bit_grads(p, sums, grad_bits, x.options());
+    return {gx, g_if, Tensor(), Tensor(), Tensor(), Tensor()};
   }
 };
 
-std::tuple<Tensor, Tensor> hgq_quantize(const Tensor& x, const Tensor& i_raw, const Tensor& f_raw, const Tensor& k,
-                                        bool learn_i, bool sym, int64_t mode, bool relu) {
+std::tuple<Tensor, Tensor> hgq_quantize(const Tensor& x, const Tensor& i_f, const Tensor& k, bool sym, int64_t mode,
+                                        bool relu) {
   check_input(x);
-  check_input(i_raw);
-  check_input(f_raw);
+  check_input(i_f);
   check_input(k);
-  auto out = HGQFn::apply(x, i_raw, f_raw, k, learn_i, sym, mode, relu);
+  auto out = HGQFn::apply(x, i_f, k, sym, mode, relu);
   return {out[0], out[1]};
 }
 
@@ -1033,39 +1035,23 @@ struct HGQPart {
   bool on = false;
 };
 
-HGQPart hgq_part(const std::optional<Tensor>& i, const std::optional<Tensor>& f, const std::optional<Tensor>& k,
-                 bool sym) {
+HGQPart hgq_part(const std::optional<Tensor>& i_f, const std::optional<Tensor>& k, bool sym) {
   HGQPart part;
-  if (!f.has_value() || !f->defined()) return part;
-  part.plan = hgq_plan(*i, *f, *k, true, sym);
+  if (!i_f.has_value() || !i_f->defined()) return part;
+  part.plan = hgq_plan_of(*i_f, *k, sym);
   part.on = true;
   return part;
 }
 
-// (gx, gi, gf) of one quantizer for the incoming gradient g on its input x.
-std::tuple<Tensor, Tensor, Tensor> hgq_part_backward(const Tensor& g, const Tensor& x_in, const HGQPlan& p, int mode,
-                                                     const Tensor& grad_bits, bool need_x, bool need_i,
-                                                     bool need_f) {
+// (gx, d(i, f)) of one quantizer for the incoming gradient g on its input x.
+std::pair<Tensor, Tensor> hgq_part_backward(const Tensor& g, const Tensor& x_in, const HGQPlan& p, int mode,
+                                            const Tensor& grad_bits, bool need_x, bool need_if) {
   const Tensor x = x_in.contiguous();
   Tensor gx = at::empty_like(x, at::MemoryFormat::Contiguous);
   Tensor sums = at::zeros({3 * p.n}, x.options().dtype(at::kDouble));
   hgq_pass(g.contiguous(), x, p, mode, gx.data_ptr<float>(), sums.data_ptr<double>(), false);
-  Tensor gi, gf, gb;
-  if (need_i || need_f) {
-    if (grad_bits.defined()) gb = grad_bits.contiguous();
-    if (need_i) gi = at::empty(p.shape, x.options());
-    if (need_f) gf = at::empty(p.shape, x.options());
-    hgq_combine(p, sums.data_ptr<double>(), gb.defined() ? gb.data_ptr<float>() : nullptr,
-                need_i ? gi.data_ptr<float>() : nullptr, need_f ? gf.data_ptr<float>() : nullptr);
-  }
-  return {need_x ? gx.view(x_in.sizes()) : Tensor(), gi, gf};
-}
-
-// (gi, gf) of one quantizer when only its widths received a gradient.
-std::pair<Tensor, Tensor> hgq_width_grads(const HGQPlan& p, const Tensor& gbits, bool need_i, bool need_f) {
-  Tensor gi = at::empty(p.shape, gbits.options()), gf = at::empty(p.shape, gbits.options());
-  hgq_combine(p, nullptr, gbits.contiguous().data_ptr<float>(), gi.data_ptr<float>(), gf.data_ptr<float>());
-  return {need_i ? gi : Tensor(), need_f ? gf : Tensor()};
+  return {need_x ? gx.view(x_in.sizes()) : Tensor(),
+          need_if ? hgq_bit_grads(p, sums, grad_bits, x.options()) : Tensor()};
 }
 
 void save_plan(AutogradContext* ctx, const std::string& key, const HGQPart& part) {
@@ -1088,20 +1074,19 @@ HGQPart load_plan(AutogradContext* ctx, const std::string& key) {
 using OptT = std::optional<Tensor>;
 
 struct HGQDenseFn : public torch::autograd::Function<HGQDenseFn> {
-  // Tensor inputs, in order: x, w, b, mask, in_i, in_f, in_k, w_i, w_f, w_k, b_i, b_f, b_k.
+  // Tensor inputs, in order: x, w, b, mask, in_if, in_k, w_if, w_k, b_if, b_k.
   // flags: (sym, mode) of the input, weight and bias quantizers.
   static tensor_list forward(AutogradContext* ctx, const Tensor& x, const Tensor& w, const OptT& b_opt,
-                             const OptT& mask_opt, const OptT& in_i, const OptT& in_f, const OptT& in_k,
-                             const Tensor& w_i, const Tensor& w_f, const Tensor& w_k, const OptT& b_i,
-                             const OptT& b_f, const OptT& b_k, std::vector<int64_t> flags,
+                             const OptT& mask_opt, const OptT& in_if, const OptT& in_k, const Tensor& w_if,
+                             const Tensor& w_k, const OptT& b_if, const OptT& b_k, std::vector<int64_t> flags,
                              const std::optional<SoftMask>& soft) {
     const Tensor b = b_opt.has_value() ? *b_opt : Tensor();
     Tensor mask = mask_opt.has_value() ? *mask_opt : Tensor();
-    const HGQPart pin = hgq_part(in_i, in_f, in_k, flags[0] != 0);
+    const HGQPart pin = hgq_part(in_if, in_k, flags[0] != 0);
     HGQPart pw;
-    pw.plan = hgq_plan(w_i, w_f, w_k, true, flags[2] != 0);
+    pw.plan = hgq_plan_of(w_if, w_k, flags[2] != 0);
     pw.on = true;
-    const HGQPart pb = b.defined() ? hgq_part(b_i, b_f, b_k, flags[4] != 0) : HGQPart();
+    const HGQPart pb = b.defined() ? hgq_part(b_if, b_k, flags[4] != 0) : HGQPart();
     const Tensor xq = pin.on ? hgq_values(x, pin.plan, static_cast<int>(flags[1]), false) : x;
     Tensor smask;
     const Tensor wm = masked_weight(ctx, w, mask, smask, soft);
@@ -1150,45 +1135,43 @@ struct HGQDenseFn : public torch::autograd::Function<HGQDenseFn> {
       gbits_in = gbits_in.defined() ? gbits_in + gib : gib;
       if (pb.on) gbits_b = gbits_b.defined() ? gbits_b + gbb : gbb;
     }
-    // gradient slots: x, w, b, mask, in_i, in_f, in_k, w_i, w_f, w_k, b_i, b_f, b_k, flags, soft
-    tensor_list out(15);
+    // gradient slots: x, w, b, mask, in_if, in_k, w_if, w_k, b_if, b_k, flags, soft
+    tensor_list out(12);
     const Tensor wt = wq.t();
     const bool has_bias = ctx->saved_data["has_bias"].toBool();
     // needs_input_grad counts tensor inputs that are present: map the slots to those indices
-    std::vector<int> index(13, -1);
+    std::vector<int> index(10, -1);
     {
       int at = 0;
       index[0] = at++;
       index[1] = at++;
       if (has_bias) index[2] = at++;
       if (mask.defined() && !smask.defined()) index[3] = at++;
-      if (pin.on) { index[4] = at++; index[5] = at++; index[6] = at++; }
-      index[7] = at++; index[8] = at++; index[9] = at++;
-      if (pb.on) { index[10] = at++; index[11] = at++; index[12] = at++; }
+      if (pin.on) { index[4] = at++; index[5] = at++; }
+      index[6] = at++; index[7] = at++;
+      if (pb.on) { index[8] = at++; index[9] = at++; }
     }
     auto needs = [&](int slot) { return index[slot] >= 0 && ctx->needs_input_grad(index[slot]); };
     // a data quantizer (input, bias): from the gradient g of its output (undefined: none), or
-    // from its widths' gradient alone; slots of its value, i and f
+    // from its widths' gradient alone; slots of its value and of its (i, f)
     auto data_part = [&](const Tensor& g, const HGQPart& part, const Tensor& value, int64_t mode,
-                         const Tensor& gbits, int sv, int si, int sf) {
+                         const Tensor& gbits, int sv, int sif) {
       if (g.defined() && part.on) {
-        std::tie(out[sv], out[si], out[sf]) = hgq_part_backward(g, value, part.plan, static_cast<int>(mode), gbits,
-                                                                needs(sv), needs(si), needs(sf));
+        std::tie(out[sv], out[sif]) = hgq_part_backward(g, value, part.plan, static_cast<int>(mode), gbits,
+                                                        needs(sv), needs(sif));
       } else if (g.defined()) {
         out[sv] = g;
-      } else if (part.on && gbits.defined() && (needs(si) || needs(sf))) {
-        std::tie(out[si], out[sf]) = hgq_width_grads(part.plan, gbits, needs(si), needs(sf));
+      } else if (part.on && gbits.defined() && needs(sif)) {
+        out[sif] = hgq_bit_grads(part.plan, Tensor(), gbits, gbits.options());
       }
     };
-    const bool want_in = gy.defined() && (needs(0) || needs(4) || needs(5));
-    data_part(want_in ? mat1_grad(gy, xq, wt) : Tensor(), pin, x, flags[1], gbits_in, 0, 4, 5);
+    const bool want_in = gy.defined() && (needs(0) || needs(4));
+    data_part(want_in ? mat1_grad(gy, xq, wt) : Tensor(), pin, x, flags[1], gbits_in, 0, 4);
     // weight quantizer and mask
     if (gy.defined() || gbits_w.defined()) {
       Tensor gwq = gy.defined() ? mat2_grad(gy, xq, wt).t() : at::zeros_like(wm);
-      auto [gwm, gi, gf] = hgq_part_backward(gwq, wm, pw.plan, static_cast<int>(flags[3]), gbits_w, needs(1),
-                                             needs(7), needs(8));
-      out[7] = gi;
-      out[8] = gf;
+      auto [gwm, g_if] = hgq_part_backward(gwq, wm, pw.plan, static_cast<int>(flags[3]), gbits_w, needs(1), needs(6));
+      out[6] = g_if;
       if (needs(1) && gy.defined()) {
         if (smask.defined()) {
           out[1] = pdp_soft_grad(gwm, smask, mask, ctx->saved_data["inv_tau"].toDouble());
@@ -1197,28 +1180,27 @@ struct HGQDenseFn : public torch::autograd::Function<HGQDenseFn> {
         }
       }
     }
-    if (has_bias && (needs(2) || needs(10) || needs(11)))
+    if (has_bias && (needs(2) || needs(8)))
       data_part(gy.defined() ? at::sum_to(gy, ctx->saved_data["bias_sizes"].toIntVector()) : Tensor(), pb, b,
-                flags[5], gbits_b, 2, 10, 11);
+                flags[5], gbits_b, 2, 8);
     return out;
   }
 };
 
-tensor_list hgq_dense(const Tensor& x, const Tensor& w, const OptT& b, const OptT& mask, const OptT& in_i,
-                      const OptT& in_f, const OptT& in_k, const Tensor& w_i, const Tensor& w_f, const Tensor& w_k,
-                      const OptT& b_i, const OptT& b_f, const OptT& b_k, std::vector<int64_t> flags,
-                      std::optional<std::tuple<int64_t, double, double>> soft) {
+tensor_list hgq_dense(const Tensor& x, const Tensor& w, const OptT& b, const OptT& mask, const OptT& in_if,
+                      const OptT& in_k, const Tensor& w_if, const Tensor& w_k, const OptT& b_if, const OptT& b_k,
+                      std::vector<int64_t> flags, std::optional<std::tuple<int64_t, double, double>> soft) {
   TORCH_CHECK(x.dim() == 2 && w.dim() == 2, "pquant HGQ dense kernel: 2-D input and weight");
   TORCH_CHECK(flags.size() == 6, "pquant HGQ dense kernel: six flags");
-  for (const Tensor* t : {&x, &w, &w_i, &w_f, &w_k}) check_input(*t);
-  for (const OptT* t : {&b, &mask, &in_i, &in_f, &in_k, &b_i, &b_f, &b_k})
+  for (const Tensor* t : {&x, &w, &w_if, &w_k}) check_input(*t);
+  for (const OptT* t : {&b, &mask, &in_if, &in_k, &b_if, &b_k})
     if (t->has_value()) check_input(**t);
   std::optional<SoftMask> sm;
   if (soft) {
     TORCH_CHECK(!mask.has_value(), "pquant HGQ dense kernel: a mask or a soft mask, not both");
     sm = SoftMask{std::get<0>(*soft), std::get<1>(*soft), std::get<2>(*soft)};
   }
-  return HGQDenseFn::apply(x, w, b, mask, in_i, in_f, in_k, w_i, w_f, w_k, b_i, b_f, b_k, flags, sm);
+  return HGQDenseFn::apply(x, w, b, mask, in_if, in_k, w_if, w_k, b_if, b_k, flags, sm);
 }
 
 // ------------------------------------------------------------------------------ HGQ loss
@@ -1409,12 +1391,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("quantize", &quantize, "fixed-point quantization (one pass, straight-through gradient)",
         py::arg("x"), py::arg("spec"));
   m.def("hgq_quantize", &hgq_quantize, "HGQ quantizer, saturating modes: (q, bits)", py::arg("x"),
-        py::arg("i"), py::arg("f"), py::arg("k"), py::arg("learn_i"), py::arg("symmetric"),
-        py::arg("mode"), py::arg("relu") = false);
+        py::arg("i_f"), py::arg("k"), py::arg("symmetric"), py::arg("mode"), py::arg("relu") = false);
   m.def("hgq_dense", &hgq_dense, "PQDense with HGQ quantizers as one autograd node", py::arg("x"),
-        py::arg("weight"), py::arg("bias"), py::arg("mask"), py::arg("in_i"), py::arg("in_f"), py::arg("in_k"),
-        py::arg("w_i"), py::arg("w_f"), py::arg("w_k"), py::arg("b_i"), py::arg("b_f"), py::arg("b_k"),
-        py::arg("flags"), py::arg("soft") = py::none());
+        py::arg("weight"), py::arg("bias"), py::arg("mask"), py::arg("in_if"), py::arg("in_k"), py::arg("w_if"),
+        py::arg("w_k"), py::arg("b_if"), py::arg("b_k"), py::arg("flags"), py::arg("soft") = py::none());
   m.def("dense_ebops", &dense_ebops, "EBOPs of a dense layer for the HGQ loss (one autograd node)",
         py::arg("weight_bits"), py::arg("input_bits"), py::arg("weight"), py::arg("bias_bits"),
         py::arg("positions"));

@@ -173,11 +173,11 @@ class PQDense(CompressedWeightMixin, nn.Linear):
             return None
         q_in, q_w, q_b, flags, folded = parts
         weight, bias, mask, soft = self._kernel_params(weight, bias)
-        none3 = (None, None, None)
+        none2 = (None, None)
         outs = ext.hgq_dense(x, weight, bias, mask,
-                             *(none3 if q_in is None else q_in.kernel_params()),
+                             *(none2 if q_in is None else q_in.kernel_params()),
                              *q_w.kernel_params(),
-                             *(none3 if q_b is None else q_b.kernel_params()), flags, soft)
+                             *(none2 if q_b is None else q_b.kernel_params()), flags, soft)
         y, w_eff, ebops = outs[0], outs[1], outs[2]
         d = self.__dict__
         training = d["training"]

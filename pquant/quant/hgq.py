@@ -199,17 +199,47 @@ class HGQQuantizer(Quantizer):
         self.round_mode = as_round_mode(round_mode)
         self.overflow_mode = as_overflow_mode(overflow_mode)
         self.register_buffer("k", torch.full(shape, float(k)))
-        self.f = nn.Parameter(torch.full(shape, float(f)))
         # integer bits learn from the clipping bounds; wrapping modes have none, so there they
         # follow the observed range of the data instead
         self.learn_i = self.overflow_mode.saturating
-        if self.learn_i:
-            self.i = nn.Parameter(torch.full(shape, float(i)))
+        if self.learn_i:  # one (2, *shape) parameter: i = i_f[0], f = i_f[1] (one optimizer tensor)
+            self.i_f = nn.Parameter(torch.stack((torch.full(shape, float(i)),
+                                                 torch.full(shape, float(f)))))
         else:
+            self.f = nn.Parameter(torch.full(shape, float(f)))
             self.register_buffer("i", torch.full(shape, float(i)))
+        self._register_load_state_dict_pre_hook(_split_keys_to_i_f, with_module=True)
         self._step_bits: torch.Tensor | None = None
         self._plan_key = None
         self._plan: _Plan | None = None
+
+    # ------------------------------------------------------------------ bit tensors
+    # (data descriptors: they win over nn.Module's attribute lookup; assignment still goes
+    # through nn.Module.__setattr__, which registers ``f`` / ``i`` for the wrapping modes)
+    @property
+    def f(self) -> torch.Tensor:
+        """Fractional bits (a view of ``i_f[1]`` for the saturating modes)."""
+        return self._bit_tensor("f", 1, self._parameters)
+
+    @property
+    def i(self) -> torch.Tensor:
+        """Integer bits (a view of ``i_f[0]`` for the saturating modes, else a buffer)."""
+        return self._bit_tensor("i", 0, self._buffers)
+
+    def _bit_tensor(self, name: str, row: int, own: dict) -> torch.Tensor:
+        if "i_f" in self._parameters:
+            return self._parameters["i_f"][row]
+        if name in own:
+            return own[name]
+        raise AttributeError(name)  # (not registered yet: lets nn.Module register it)
+
+    def bit_grads(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Gradients of the integer and fractional bits (``None`` before a backward)."""
+        p = self._parameters
+        if "i_f" in p:
+            g = p["i_f"].grad
+            return (None, None) if g is None else (g[0], g[1])
+        return None, p["f"].grad
 
     # ------------------------------------------------------------------ bits
     def _i_f(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -239,9 +269,9 @@ class HGQQuantizer(Quantizer):
             self._plan_key = key
         return self._plan
 
-    def kernel_params(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(i, f, k)`` as the fused kernels take them."""
-        return self._parameters["i"], self._parameters["f"], self._buffers["k"]
+    def kernel_params(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(i_f, k)`` as the fused kernels take them (saturating modes)."""
+        return self._parameters["i_f"], self._buffers["k"]
 
     def end_step(self) -> None:
         """Forget this step's widths (called by the loss once it has used them)."""
@@ -282,24 +312,25 @@ class HGQQuantizer(Quantizer):
         if not d["_enabled"]:
             return torch.relu(x) if relu else x
         training = d["training"]
-        f = self._parameters["f"]
+        params = self._parameters
         if d["learn_i"]:
-            i = self._parameters["i"]
+            i_f = params["i_f"]
+            ext = kernels.get()
+            if ext is not None and x.dtype is _F32 and i_f.dtype is _F32 and not x.is_cuda:
+                # the same values (and gradients, to float rounding) in fused passes
+                q, bits = ext.hgq_quantize(x, i_f, self._buffers["k"],
+                                           d["overflow_mode"] is OverflowMode.SAT_SYM,
+                                           kernels.ROUND_INDEX[d["round_mode"]], relu)
+                d["_step_bits"] = bits if (training and bits.requires_grad) else None
+                return q
+            i, f = i_f[0], i_f[1]
         else:
-            i = self._buffers["i"]
+            i, f = self._buffers["i"], params["f"]
             if training:
                 self._track_integer_bits(x, torch.round(f))
-        ext = kernels.get()
-        if (ext is not None and d["learn_i"] and x.dtype is _F32 and f.dtype is _F32
-                and not x.is_cuda):
-            # the same values (and gradients, to float rounding) in fused passes (pquant.kernels)
-            q, bits = ext.hgq_quantize(x, i, f, self._buffers["k"], True,
-                                       d["overflow_mode"] is OverflowMode.SAT_SYM,
-                                       kernels.ROUND_INDEX[d["round_mode"]], relu)
-        else:
-            q, bits = _HGQQuantize.apply(x, i, f, self._current_plan(), self.round_mode)
-            if relu:
-                q = torch.relu(q)
+        q, bits = _HGQQuantize.apply(x, i, f, self._current_plan(), self.round_mode)
+        if relu:
+            q = torch.relu(q)
         d["_step_bits"] = bits if (training and bits.requires_grad) else None
         return q
 
@@ -334,3 +365,10 @@ def mean_widths(quantizers, memo: dict | None = None) -> torch.Tensor:
         if all(b.dtype is torch.float32 and b.device.type == "cpu" for b in bits):
             return ext.hgq_loss([], bits, 0.0, 1.0)[0]  # the width term alone
     return sum((q.regularizer(memo) for q in quantizers), torch.zeros(()))
+
+
+def _split_keys_to_i_f(module, state_dict, prefix, *args) -> None:
+    """Checkpoints with separate ``i`` and ``f`` entries load into the ``i_f`` parameter."""
+    i_key, f_key = prefix + "i", prefix + "f"
+    if "i_f" in module._parameters and i_key in state_dict and f_key in state_dict:
+        state_dict[prefix + "i_f"] = torch.stack((state_dict.pop(i_key), state_dict.pop(f_key)))

@@ -39,7 +39,8 @@ RANGE_CASES = [
     (["+quantization.layer_specific={fc1: {input: {granularity: per_channel}}}"],
      ["quantization.layer_specific.fc1.input", "keys", "granularity"]),
     (["fitcompress.enable_fitcompress=true"], ["fitcompress.enable_fitcompress", "false"]),
-    (["training.optimizer._target_=torch.optim.RMSprop"],
+    (["training.optimizer._target_=torch.optim.RMSprop", "+training.optimizer.fused=true",
+      "~training.optimizer.foreach"],
      ["training.optimizer.fused", "torch.optim.RMSprop", "~training.optimizer.fused"]),
 ]
 
@@ -65,10 +66,10 @@ COMPOSE_CASES = [
 ]
 
 
-def test_optimizer_without_the_fused_flag_builds(compose):
-    s = sections(compose(["training.optimizer._target_=torch.optim.RMSprop",
-                          "~training.optimizer.fused"]))
-    assert "fused" not in s.training.optimizer
+def test_optimizer_with_a_fused_flag_it_has_builds(compose):
+    s = sections(compose(["training.optimizer._target_=torch.optim.SGD",
+                          "+training.optimizer.fused=true", "~training.optimizer.foreach"]))
+    assert s.training.optimizer["fused"] is True
 
 
 @pytest.mark.parametrize(("overrides", "fragment"), COMPOSE_CASES,

@@ -47,9 +47,11 @@ def test_hgq_per_feature_data_bit_shapes(compose):
 def test_hgq_parameters_exist_before_the_first_forward(compose, tiny_mlp):
     model = add_compression_layers(tiny_mlp(), compose(["quantization=hgq"]))
     names = [n for n, _ in model.named_parameters()]
-    for expected in ("fc1.weight_quantizer.f", "fc1.weight_quantizer.i",
-                     "fc1.input_quantizer.f", "act1.input_quantizer.f", "out.bias_quantizer.f"):
+    # integer and fractional bits of each quantizer: one (2, *shape) parameter (i, f)
+    for expected in ("fc1.weight_quantizer.i_f", "fc1.input_quantizer.i_f",
+                     "act1.input_quantizer.i_f", "out.bias_quantizer.i_f"):
         assert expected in names
+    assert model.fc1.weight_quantizer.i_f.shape == (2, *model.fc1.weight.shape)
     opt = torch.optim.Adam(model.parameters(), lr=0.1)  # built before any forward
     before = model.fc1.weight_quantizer.f.detach().clone()
     out = model(torch.randn(16, 8))
@@ -141,7 +143,20 @@ def test_zero_width_elements_output_zero():
 
 def test_wrap_mode_tracks_integer_bits_from_data():
     q = HGQQuantizer(1, 0, 2, "RND", "WRAP", ())
-    assert not isinstance(q.i, nn.Parameter)
+    assert not isinstance(q.i, nn.Parameter) and isinstance(q.f, nn.Parameter)
     q.train()
     q(torch.tensor([5.0, -3.0]))
     assert float(q.i) == 3.0
+
+
+def test_hgq_state_dict_round_trip_and_separate_i_f_checkpoints():
+    q = HGQQuantizer(1, 2, 5, "RND", "SAT", (3,))
+    with torch.no_grad():
+        q.i.copy_(torch.tensor([1.0, 2.0, 3.0]))
+        q.f.copy_(torch.tensor([4.0, 5.0, 6.0]))
+    r = HGQQuantizer(1, 0, 0, "RND", "SAT", (3,))
+    r.load_state_dict(q.state_dict())
+    assert r.i.tolist() == [1.0, 2.0, 3.0] and r.f.tolist() == [4.0, 5.0, 6.0]
+    old_style = {"k": q.k, "i": torch.tensor([0.0, 1.0, 2.0]), "f": torch.tensor([7.0, 7.0, 7.0])}
+    r.load_state_dict(old_style)  # separate entries, as written before i and f were one tensor
+    assert r.i.tolist() == [0.0, 1.0, 2.0] and r.f.tolist() == [7.0, 7.0, 7.0]
