@@ -2,8 +2,11 @@
 
 The pure-torch implementation is the reference and is always there; these kernels compute the
 same values and gradients bit for bit with fewer passes over memory and fewer autograd nodes
-(a fixed-point quantizer in one pass; a quantized, masked ``nn.Linear`` as one autograd node).
-Tests compare the two paths.
+(a fixed-point quantizer in one pass; a quantized, masked ``nn.Linear`` -- fixed point or HGQ --
+as one autograd node; HGQ's loss terms as one node). One exception: the gradients of HGQ's bit
+parameters are sums over many elements, which the kernels add in their own order (float32
+blocks, then float64) and the torch path in float64 -- they agree to float rounding. Tests
+compare the two paths.
 
 Control with the environment variable ``PQUANT_KERNELS``:
 

@@ -2,7 +2,9 @@
 //
 // Every function here computes *exactly* what the pure-torch path computes -- the same values
 // and the same gradients, bit for bit -- only with fewer passes over memory and fewer autograd
-// nodes. The pure-torch path stays the reference (and the fallback when these kernels are not
+// nodes; the one exception is the gradient of HGQ's bit parameters, a sum over many elements
+// that the kernels accumulate in their own (thread-count independent) order, equal to float
+// rounding. The pure-torch path stays the reference (and the fallback when these kernels are not
 // available); tests compare the two.
 //
 //   quantize(x, spec)      fixed-point quantization of a constant saturating format, one pass;
@@ -14,6 +16,14 @@
 //                          with the backward of addmm written out as autograd computes it;
 //                          with ``soft = (n_below, 1/temperature, clip)`` the mask is PDP's
 //                          soft mask (scores, exact threshold and sigmoid computed here).
+//   hgq_quantize(x, i_f, k, ...)
+//                          an HGQ quantizer (learnable bits, saturating modes), optionally
+//                          followed by relu: (values, widths)
+//   hgq_dense(x, w, b, mask, (i_f, k) x 3, flags, soft)
+//                          PQDense with HGQ quantizers as one node: (y, effective weight, EBOPs,
+//                          widths...)
+//   dense_ebops, hgq_loss  the HGQ loss terms (EBOPs of a dense layer; beta * EBOPs + gamma *
+//                          mean widths) as single nodes
 
 #include <torch/extension.h>
 #include <ATen/Parallel.h>

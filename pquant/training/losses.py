@@ -13,12 +13,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pquant import kernels
 from pquant.config.sections import Sections
 from pquant.nn.base import PQModule
 from pquant.nn.weight_layer import CompressedWeightMixin
 from pquant.pruning.base import PruningMethod, Stage
 from pquant.quant.base import Quantizer
-from pquant import kernels
 from pquant.quant.hgq import HGQQuantizer, mean_widths
 
 
@@ -64,6 +64,7 @@ class CompressionLoss:
         self.end_step()
         if all(t.dtype is torch.float32 and t.device.type == "cpu" for t in ebops + bits):
             return ext.hgq_loss(ebops, bits, self.beta, self.gamma)[0]
+        # (the composed form of the same sums, for CUDA or float64 models)
         return (self.beta * sum(ebops, torch.zeros(()))
                 + self.gamma * sum((b.mean() for b in bits), torch.zeros(())))
 

@@ -15,7 +15,7 @@ from pquant import add_compression_layers, kernels, load_config
 from pquant.nn.dense import PQDense
 from pquant.pruning.base import EpochInfo, Stage
 from pquant.pruning.pdp import PDP, PDPConfig
-from pquant.quant.granularity import Granularity  # noqa: F401  (import check)
+from pquant.quant.granularity import Granularity
 from pquant.quant.modes import OverflowMode, RoundMode
 from pquant.quant.quantizer import FixedPointQuantizer
 
@@ -283,7 +283,6 @@ def test_pdp_training_stage_matches_at_every_ratio(monkeypatch, epoch):
 @pytest.mark.parametrize("overflow_mode", ["SAT", "SAT_SYM"])
 def test_range_split_matches(monkeypatch, round_mode, granularity, overflow_mode):
     from pquant.quant.adaptive import RangeSplitQuantizer
-    from pquant.quant.granularity import Granularity
 
     g = torch.Generator().manual_seed(7)
     w0 = torch.randn(12, 9, generator=g) * torch.logspace(-3, 2, 12).view(12, 1)
@@ -307,7 +306,6 @@ def test_range_split_matches(monkeypatch, round_mode, granularity, overflow_mode
 @pytest.mark.parametrize("stage", list(Stage))
 def test_dense_with_range_split_weights_matches(monkeypatch, stage):
     from pquant.quant.adaptive import RangeSplitQuantizer
-    from pquant.quant.granularity import Granularity
 
     g = torch.Generator().manual_seed(8)
     x0 = torch.randn(32, 16, generator=g) * 4
