@@ -22,8 +22,8 @@
 //   hgq_dense(x, w, b, mask, (i_f, k) x 3, flags, soft)
 //                          PQDense with HGQ quantizers as one node: (y, effective weight, EBOPs,
 //                          widths...)
-//   dense_ebops, hgq_loss  the HGQ loss terms (EBOPs of a dense layer; beta * EBOPs + gamma *
-//                          mean widths) as single nodes
+//   hgq_loss(ebops, bits, beta, gamma)
+//                          the HGQ loss term beta * EBOPs + gamma * mean widths as one node
 
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
@@ -972,7 +972,8 @@ std::tuple<Tensor, Tensor> hgq_quantize(const Tensor& x, const Tensor& i_f, cons
 
 // ------------------------------------------------------------------------------ EBOPs
 // pquant.metrics.ebops.linear_cost's EBOPs of a dense layer, P * (sum_oi wb[o,i] ib[i] [w != 0] +
-// sum_o bb[o]), with float64 sums, and its gradients (used by the HGQ loss, see below).
+// sum_o bb[o]), with float64 sums, and its gradients (the HGQ dense node returns them for the
+// loss).
 // wb: () / (O, 1) / (O, I); ib: () / (I,); bb: undefined / () / (O,); w: the effective weight.
 double dense_ebops_value(const Tensor& wb_in, const Tensor& ib_in, const Tensor& weight, const Tensor& bb_in,
                          int64_t positions) {
@@ -1214,46 +1215,6 @@ tensor_list hgq_dense(const Tensor& x, const Tensor& w, const OptT& b, const Opt
 }
 
 // ------------------------------------------------------------------------------ HGQ loss
-// The terms of pquant.training.losses.CompressionLoss for dense layers, one autograd node each
-// (the torch path builds ~15 small ops per layer): pquant.metrics.ebops.linear_cost's EBOPs
-// E = P * (sum_oi wb[o,i] * ib[i] * [w[o,i] != 0] + sum_o bb[o]), and the width term
-// sum_q mean(bits_q). Sums run in float64 (the torch path sums in float32: the two agree to
-// float rounding); per-element gradients are the torch path's products, in its order.
-
-struct DenseEBOPsFn : public torch::autograd::Function<DenseEBOPsFn> {
-  static Tensor forward(AutogradContext* ctx, const Tensor& wb_in, const Tensor& ib_in, const Tensor& weight,
-                        const std::optional<Tensor>& bb_in, int64_t positions) {
-    TORCH_CHECK(weight.dim() == 2, "dense_ebops: weight must be (out, in)");
-    const bool has_bias = bb_in.has_value() && bb_in->defined();
-    const Tensor bb = has_bias ? *bb_in : Tensor();
-    ctx->save_for_backward({wb_in, ib_in, weight});
-    ctx->saved_data["positions"] = positions;
-    ctx->saved_data["bias_shape"] = has_bias ? bb.sizes().vec() : std::vector<int64_t>{};
-    ctx->saved_data["has_bias"] = has_bias;
-    return at::scalar_tensor(dense_ebops_value(wb_in, ib_in, weight, bb, positions), weight.options());
-  }
-
-  static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
-    auto s = ctx->get_saved_variables();
-    // d/dE of positions * (...): the scalar gradient times positions, in float32 as autograd does
-    const Tensor gp = grads[0] * static_cast<double>(ctx->saved_data["positions"].toInt());
-    auto [gwb, gib, gbb] = dense_ebops_grads(gp.item<float>(), s[0], s[1], s[2],
-                                             ctx->saved_data["bias_shape"].toIntVector(), ctx->needs_input_grad(0),
-                                             ctx->needs_input_grad(1),
-                                             ctx->saved_data["has_bias"].toBool() && ctx->needs_input_grad(3));
-    return {gwb, gib, Tensor(), gbb, Tensor()};
-  }
-};
-
-Tensor dense_ebops(const Tensor& wb, const Tensor& ib, const Tensor& weight, const std::optional<Tensor>& bb,
-                   int64_t positions) {
-  check_input(wb);
-  check_input(ib);
-  check_input(weight);
-  if (bb && bb->defined()) check_input(*bb);
-  return DenseEBOPsFn::apply(wb, ib, weight.detach(), bb, positions);
-}
-
 // The HGQ loss term beta * sum_l E_l + gamma * sum_q mean(bits_q) as one node: returns
 // (term, sum_l E_l, sum_q mean(bits_q)); gradients beta for every E_l and gamma / numel_q for
 // every element of bits_q (float32, as autograd computes them for the composed expression).
@@ -1405,9 +1366,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("hgq_dense", &hgq_dense, "PQDense with HGQ quantizers as one autograd node", py::arg("x"),
         py::arg("weight"), py::arg("bias"), py::arg("mask"), py::arg("in_if"), py::arg("in_k"), py::arg("w_if"),
         py::arg("w_k"), py::arg("b_if"), py::arg("b_k"), py::arg("flags"), py::arg("soft") = py::none());
-  m.def("dense_ebops", &dense_ebops, "EBOPs of a dense layer for the HGQ loss (one autograd node)",
-        py::arg("weight_bits"), py::arg("input_bits"), py::arg("weight"), py::arg("bias_bits"),
-        py::arg("positions"));
   m.def("hgq_loss", &hgq_loss, "HGQ loss term beta * sum(EBOPs) + gamma * sum of mean widths (one node)",
         py::arg("ebops"), py::arg("bits"), py::arg("beta"), py::arg("gamma"));
   m.def("pdp_masked_weight", &pdp_masked_weight, "PDP's soft-masked weight (exact threshold)",

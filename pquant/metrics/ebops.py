@@ -20,10 +20,7 @@ import math
 
 import torch
 
-from pquant import kernels
-
 LUT_SCALE = 1e-4
-_F32 = torch.float32
 
 
 def _as_tensor(bits, like: torch.Tensor) -> torch.Tensor:
@@ -56,20 +53,6 @@ def linear_cost(weight_bits, input_bits, kept: torch.Tensor, bias_bits, position
     wb, ib = _as_tensor(weight_bits, kept), _as_tensor(input_bits, kept)
     return _mac_cost(wb * ib.reshape(-1) if ib.dim() else wb * ib, kept, bias_bits, positions,
                      bops)
-
-
-def linear_ebops(weight_bits, input_bits, weight: torch.Tensor, bias_bits,
-                 positions: int) -> torch.Tensor:
-    """EBOPs of :func:`linear_cost` with ``kept = weight != 0``, differentiable in the bits (the
-    HGQ loss): one fused autograd node with the kernels (sums in float64), else ``linear_cost``."""
-    ext = kernels.get()
-    tensors = (weight_bits, input_bits, weight) + (() if bias_bits is None else (bias_bits,))
-    if (ext is not None and weight.dim() == 2
-            and all(isinstance(t, torch.Tensor) and t.dtype is _F32 and t.device.type == "cpu"
-                    for t in tensors)):
-        return ext.dense_ebops(weight_bits, input_bits, weight, bias_bits, positions)
-    kept = (weight != 0).to(weight.dtype)
-    return linear_cost(weight_bits, input_bits, kept, bias_bits, positions, bops=False)[1]
 
 
 def conv_cost(weight_bits, input_bits, kept: torch.Tensor, bias_bits, out_positions: int,

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pquant import kernels
-from pquant.metrics.ebops import linear_cost, linear_ebops
+from pquant.metrics.ebops import linear_cost
 from pquant.nn.weight_layer import CompressedWeightMixin
 from pquant.quant.base import Quantizer
 from pquant.quant.hgq import HGQQuantizer
@@ -62,7 +62,11 @@ class PQDense(CompressedWeightMixin, nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ext = kernels.get()
-        if ext is not None and x.dtype is _F32 and x.dim() == 2 and not x.is_cuda:
+        # (parameters read from their dict: this runs once per layer and step)
+        weight = self._parameters["weight"]
+        if (ext is not None and x.dtype is _F32 and x.dim() == 2 and not x.is_cuda
+                and weight.dtype is _F32 and not weight.is_cuda and not self.finalized
+                and self.pruning_first):
             y = self._fused_forward(ext, x)
             if y is None:
                 y = self._hgq_forward(ext, x)
@@ -109,14 +113,10 @@ class PQDense(CompressedWeightMixin, nn.Linear):
 
     def _fused_forward(self, ext, x: torch.Tensor) -> torch.Tensor | None:
         """The whole layer as one autograd node (same values and gradients as the generic path);
-        None when it does not apply (no graph needed -- eval uses the cache --, finalized,
-        quantize-then-prune order, a format the kernels do not implement)."""
-        # (parameters and sub-modules read from their dicts: this runs once per layer and step)
+        None when it does not apply (no graph needed -- eval uses the cache --, a format the
+        kernels do not implement). :meth:`forward` checked the dtypes, devices and order."""
         params = self._parameters
         weight, bias = params["weight"], params["bias"]
-        if (self.finalized or not self.pruning_first or weight.dtype is not _F32
-                or weight.is_cuda):
-            return None
         if not (torch.is_grad_enabled() and weight.requires_grad) and not self._needs_graph():
             return None
         specs = self._fused_specs(x)
@@ -165,8 +165,7 @@ class PQDense(CompressedWeightMixin, nn.Linear):
         node (same values and gradients as the generic path); None when it does not apply."""
         params = self._parameters
         weight, bias = params["weight"], params["bias"]
-        if (self.finalized or not self.pruning_first or weight.dtype is not _F32
-                or weight.is_cuda or not torch.is_grad_enabled()):
+        if not torch.is_grad_enabled():  # (eval: the generic path's cache)
             return None
         parts = self._hgq_parts()
         if parts is None:
@@ -179,15 +178,14 @@ class PQDense(CompressedWeightMixin, nn.Linear):
                              *q_w.kernel_params(),
                              *(none2 if q_b is None else q_b.kernel_params()), flags, soft)
         y, w_eff, ebops = outs[0], outs[1], outs[2]
+        # this step's widths and EBOPs, for the HGQ loss
+        q_w.keep_step_bits(outs[3])
+        if q_in is not None:
+            q_in.keep_step_bits(outs[4])
+        if q_b is not None:
+            q_b.keep_step_bits(outs[-1])
         d = self.__dict__
-        training = d["training"]
-        if training:  # this step's widths and EBOPs, for the HGQ loss
-            q_w.__dict__["_step_bits"] = outs[3]
-            if q_in is not None:
-                q_in.__dict__["_step_bits"] = outs[4]
-            if q_b is not None:
-                q_b.__dict__["_step_bits"] = outs[-1]
-        d["_step_ebops"] = ebops if (folded and training) else None
+        d["_step_ebops"] = ebops if (folded and d["training"]) else None
         q_out = self._modules["output_quantizer"]
         if q_out is not None:
             y = q_out.forward(y)
@@ -201,12 +199,10 @@ class PQDense(CompressedWeightMixin, nn.Linear):
             return super().cost(for_loss)
         in_shape = shapes[0]
         positions = math.prod(in_shape[:-1]) if len(in_shape) > 1 else 1
-        if isinstance(for_loss, dict):  # the HGQ loss: EBOPs only
-            step = self.__dict__.get("_step_ebops")
-            if step is not None:  # computed by this step's fused forward
-                self.__dict__["_step_ebops"] = None
-                return None, step
-            return None, linear_ebops(self.weight_bits(for_loss), self.input_bits(for_loss),
-                                      self.kept_source(), self.bias_bits(for_loss), positions)
+        loss = isinstance(for_loss, dict)  # the HGQ loss: EBOPs only
+        step = self.__dict__.get("_step_ebops")
+        if loss and step is not None:  # computed by this step's fused HGQ forward
+            self.__dict__["_step_ebops"] = None
+            return None, step
         return linear_cost(self.weight_bits(for_loss), self.input_bits(for_loss),
-                           self.kept_weights(), self.bias_bits(for_loss), positions)
+                           self.kept_weights(), self.bias_bits(for_loss), positions, bops=not loss)

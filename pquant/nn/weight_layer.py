@@ -166,17 +166,12 @@ class CompressedWeightMixin(PQModule):
         bits = self._bits_of(self.bias_quantizer, for_loss)
         return bits if bits is not None else torch.tensor(FLOAT_BITS)
 
-    def kept_source(self) -> torch.Tensor:
-        """The effective weight of the last forward (detached): its zeros cost nothing."""
+    def kept_weights(self) -> torch.Tensor:
+        """1 where the effective weight of the last forward is non-zero (0: costs nothing)."""
         w = self._last_weight
         if w is None:
             with torch.no_grad():
                 w = self.effective_weight()
-        return w
-
-    def kept_weights(self) -> torch.Tensor:
-        """1 where the effective weight of the last forward is non-zero (0: costs nothing)."""
-        w = self.kept_source()
         return (w != 0).to(w.dtype)
 
     # ------------------------------------------------------------------ finalisation

@@ -273,6 +273,11 @@ class HGQQuantizer(Quantizer):
         """``(i_f, k)`` as the fused kernels take them (saturating modes)."""
         return self._parameters["i_f"], self._buffers["k"]
 
+    def keep_step_bits(self, bits: torch.Tensor) -> None:
+        """Keep this step's widths (with their graph) for the HGQ loss -- in training only."""
+        d = self.__dict__
+        d["_step_bits"] = bits if (d["training"] and bits.requires_grad) else None
+
     def end_step(self) -> None:
         """Forget this step's widths (called by the loss once it has used them)."""
         self.__dict__["_step_bits"] = None
@@ -321,7 +326,7 @@ class HGQQuantizer(Quantizer):
                 q, bits = ext.hgq_quantize(x, i_f, self._buffers["k"],
                                            d["overflow_mode"] is OverflowMode.SAT_SYM,
                                            kernels.ROUND_INDEX[d["round_mode"]], relu)
-                d["_step_bits"] = bits if (training and bits.requires_grad) else None
+                self.keep_step_bits(bits)
                 return q
             i, f = i_f[0], i_f[1]
         else:
@@ -331,7 +336,7 @@ class HGQQuantizer(Quantizer):
         q, bits = _HGQQuantize.apply(x, i, f, self._current_plan(), self.round_mode)
         if relu:
             q = torch.relu(q)
-        d["_step_bits"] = bits if (training and bits.requires_grad) else None
+        self.keep_step_bits(bits)
         return q
 
     def on_epoch_end(self) -> None:
@@ -353,18 +358,6 @@ class HGQQuantizer(Quantizer):
         mean_bits = float(self.bits().float().mean())
         return (f"shape={tuple(self.f.shape)}, mean bits {mean_bits:.2f}, "
                 f"{self.round_mode.name}, {self.overflow_mode.name}")
-
-
-def mean_widths(quantizers, memo: dict | None = None) -> torch.Tensor:
-    """``sum_q q.regularizer(memo)`` -- the HGQ width term; one fused node with the kernels when
-    every quantizer is an :class:`HGQQuantizer` (whose regularizer is its mean width)."""
-    ext = kernels.get()
-    if ext is not None and quantizers and all(type(q).regularizer is HGQQuantizer.regularizer
-                                              for q in quantizers):
-        bits = [q.bits_for_loss(memo) for q in quantizers]
-        if all(b.dtype is torch.float32 and b.device.type == "cpu" for b in bits):
-            return ext.hgq_loss([], bits, 0.0, 1.0)[0]  # the width term alone
-    return sum((q.regularizer(memo) for q in quantizers), torch.zeros(()))
 
 
 def _split_keys_to_i_f(module, state_dict, prefix, *args) -> None:

@@ -19,7 +19,7 @@ from pquant.nn.base import PQModule
 from pquant.nn.weight_layer import CompressedWeightMixin
 from pquant.pruning.base import PruningMethod, Stage
 from pquant.quant.base import Quantizer
-from pquant.quant.hgq import HGQQuantizer, mean_widths
+from pquant.quant.hgq import HGQQuantizer
 
 
 class CompressionLoss:
@@ -46,7 +46,7 @@ class CompressionLoss:
         memo: dict = {}  # widths of quantizers that did not run this step: computed once
         ebops = sum((m.cost(for_loss=memo)[1] for m in self.costed
                      if m.sample_shapes is not None), torch.zeros(()))
-        widths = mean_widths(self.learnable, memo)
+        widths = sum((q.regularizer(memo) for q in self.learnable), torch.zeros(()))
         self.end_step()
         return ebops, widths
 
