@@ -162,6 +162,13 @@ class QuantizationConfig:
                     f"{path}.default_{kind}_integer_bits / _fractional_bits, or pick the "
                     f"8-bit preset with quantization=fixed"
                 )
+        for kind, mode in (("data", "overflow_mode_data"), ("weight", "overflow_mode_parameters")):
+            k = getattr(self, f"default_{kind}_keep_negatives")
+            if getattr(self, mode) is OverflowMode.WRAP_SM and k == 0:
+                raise ConfigError(
+                    f"{path}.{mode}=WRAP_SM needs signed {kind} formats: ap_fixed has no "
+                    f"ap_ufixed<..., AP_WRAP_SM>. Set {path}.default_{kind}_keep_negatives=1 or "
+                    f"use WRAP, SAT or SAT_SYM; got default_{kind}_keep_negatives=0")
         check_range(f"{path}.hgq_gamma", self.hgq_gamma, lo=0)
         check_range(f"{path}.hgq_beta", self.hgq_beta, lo=0)
         if self.data_granularity is DataGranularity.per_feature and not self.use_hgq:

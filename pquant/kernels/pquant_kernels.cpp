@@ -69,20 +69,33 @@ struct FixedSpec {
   bool per_element() const { return lo.defined(); }
 };
 
+// RND exactly: floor(z) + (z - floor(z) >= 1/2). ``floor(z + 0.5f)`` is not exact (z just below
+// a tie, or above 2**23, makes the sum round up); the fraction may round only for small negative
+// z, and never across 1/2. The other nearest modes reduce to it by symmetry, as in the torch path.
+inline __attribute__((always_inline)) float round_half_up(float z) {
+  const float low = std::floor(z);
+  return low + ((z - low) >= 0.5f ? 1.f : 0.f);
+}
+
 template <int M>
 inline __attribute__((always_inline)) float round_code(float z) {
   if constexpr (M == TRN) return std::floor(z);
-  else if constexpr (M == RND) return std::floor(z + 0.5f);
+  else if constexpr (M == RND) return round_half_up(z);
   else if constexpr (M == RND_CONV) return std::nearbyint(z);
   else if constexpr (M == TRN_ZERO) return std::trunc(z);
-  else if constexpr (M == RND_MIN_INF) return std::ceil(z - 0.5f);
-  else if constexpr (M == RND_ZERO) {
-    float s = static_cast<float>((z > 0.f) - (z < 0.f));
-    return std::ceil(std::fabs(z) - 0.5f) * s;
-  } else {
-    float s = static_cast<float>((z > 0.f) - (z < 0.f));
-    return std::floor(std::fabs(z) + 0.5f) * s;
-  }
+  else if constexpr (M == RND_MIN_INF) return -round_half_up(-z);
+  else if constexpr (M == RND_ZERO) return std::copysign(-round_half_up(-std::fabs(z)), z);
+  else return std::copysign(round_half_up(std::fabs(z)), z);
+}
+
+// The code of ``v`` on the grid of ``scale`` = 2**f. With f < 0 the product of a tiny negative
+// ``v`` (a denormal) can underflow to -0, whose floor is 0: TRN's code of any negative value is
+// at most -1. (The nearest modes round an underflowing product to 0 anyway.)
+template <int M>
+inline __attribute__((always_inline)) float code_of(float v, float scale) {
+  const float c = round_code<M>(v * scale);
+  if constexpr (M == TRN) return (v < 0.f && c == 0.f) ? -1.f : c;
+  else return c;
 }
 
 // ``FN<mode>(args...)`` for a run-time rounding mode (returns what FN returns).
@@ -108,7 +121,7 @@ void scalar_loop(const float* __restrict x, float* __restrict y, int64_t n, Scal
     float v = x[j];
     v = v < a.below ? a.below : v;
     v = v > a.above ? a.above : v;
-    float z = round_code<M>(v * a.scale);
+    float z = code_of<M>(v, a.scale);
     if constexpr (CC) {
       z = z < a.clo ? a.clo : z;
       z = z > a.chi ? a.chi : z;
@@ -125,7 +138,7 @@ void element_loop(const float* __restrict x, float* __restrict y, int64_t n, con
     float v = x[j];
     v = v < lo[j] ? lo[j] : v;
     v = v > hi[j] ? hi[j] : v;
-    y[j] = round_code<M>(v * scale[j]) * inv[j];
+    y[j] = code_of<M>(v, scale[j]) * inv[j];
   }
 }
 
@@ -144,7 +157,7 @@ void split_loop(const float* __restrict x, float* __restrict y, int64_t groups, 
     const int f = static_cast<int>(bits - std::min<int64_t>(e, bits));
     const float scale = std::ldexp(1.0f, f), inv = std::ldexp(1.0f, -f);
     for (int64_t j = 0; j < inner; ++j) {
-      float z = round_code<M>(xg[j] * scale);
+      float z = code_of<M>(xg[j], scale);
       z = z < clo ? clo : z;
       z = z > chi ? chi : z;
       yg[j] = z * inv;
@@ -551,8 +564,11 @@ int hgq_plan_loop(const float* __restrict ip, const float* __restrict fp, const 
     const float step = pow2i(neg_f), scale = pow2i(f), pow_i = pow2i(i_eff);
     const float kk = kp[j];
     const float h = pow_i - step;
+    // SAT_SYM is symmetric except in a 1-bit signed format (h == 0), where ap_fixed saturates
+    // to -2**i as SAT does
+    const bool sym = SYM && h > 0.f;
     hi[j] = h;
-    lo[j] = -kk * (SYM ? h : pow_i);
+    lo[j] = -kk * (sym ? h : pow_i);
     sc[j] = scale;
     st[j] = step;
     bits[j] = width + kk;
@@ -561,8 +577,8 @@ int hgq_plan_loop(const float* __restrict ip, const float* __restrict fp, const 
     gio[j] = half_i * (1.f - kk);
     gis[j] = half_i * (1.f + kk);
     const float half_f = half_ln2 * step;
-    gfo[j] = SYM ? half_f * (1.f - kk) : half_f;
-    gfs[j] = SYM ? half_f * (1.f + kk) : half_f;
+    gfo[j] = sym ? half_f * (1.f - kk) : half_f;
+    gfs[j] = sym ? half_f * (1.f + kk) : half_f;
   }
   return bad;
 }
@@ -591,13 +607,14 @@ HGQPlan hgq_plan(const Tensor& i_raw, const Tensor& f_raw, const Tensor& k, bool
       const float i_eff = i > neg_f ? i : (std::isnan(i) ? i : neg_f);
       const float step = std::exp2(neg_f), pow_i = std::exp2(i_eff), kk = kp[j];
       hi[j] = pow_i - step;
-      lo[j] = -kk * (sym ? hi[j] : pow_i);
+      const bool sym_j = sym && hi[j] > 0.f;  // (see hgq_plan_loop)
+      lo[j] = -kk * (sym_j ? hi[j] : pow_i);
       sc[j] = std::exp2(f);
       st[j] = step;
       gio[j] = half_ln2 * pow_i * (1.f - kk);
       gis[j] = half_ln2 * pow_i * (1.f + kk);
-      gfo[j] = sym ? half_ln2 * step * (1.f - kk) : half_ln2 * step;
-      gfs[j] = sym ? half_ln2 * step * (1.f + kk) : half_ln2 * step;
+      gfo[j] = sym_j ? half_ln2 * step * (1.f - kk) : half_ln2 * step;
+      gfs[j] = sym_j ? half_ln2 * step * (1.f + kk) : half_ln2 * step;
     }
   }
   return p;
@@ -641,7 +658,7 @@ template <int M, bool RELU>
 inline __attribute__((always_inline)) float hgq_q(float v, float lo, float hi, float sc, float st) {
   v = v < lo ? lo : v;
   v = v > hi ? hi : v;
-  const float q = round_code<M>(v * sc) * st;
+  const float q = code_of<M>(v, sc) * st;
   if constexpr (RELU) return q < 0.f ? 0.f : q;  // torch.relu (NaN stays NaN)
   return q;
 }
@@ -706,7 +723,7 @@ inline __attribute__((always_inline)) void hgq_terms_at(float gv, float v, float
   const float d = v - xc;
   const float side = static_cast<float>((d > 0.f) - (d < 0.f));
   const float outside = std::fabs(side);
-  const float q = round_code<M>(xc * sc) * st;
+  const float q = code_of<M>(xc, sc) * st;
   if constexpr (RELU) gv = q <= 0.f ? 0.f : gv;  // threshold_backward(grad, relu(q), 0)
   gx = gv + (-1.f * gv) * outside;
   ef = gv * (q - xc);

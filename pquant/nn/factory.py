@@ -6,7 +6,10 @@ Formats chosen by default (each can be overridden per layer with ``layer_specifi
 * BatchNorm/LayerNorm scale and shift: the weight format's fractional bits with at least 3
   integer bits (a scale of 1 must be representable -- the reference's default saturates it at
   0.992).
-* ReLU: unsigned data format of the same total width (one more fractional bit).
+* ReLU: unsigned data format of the same total width (one more fractional bit); with a wrapping
+  data overflow mode (WRAP, WRAP_SM) the signed data format, as the layer before it computes
+  (an unsigned wrap would turn negative inputs into large positive ones; ap_fixed has no
+  unsigned WRAP_SM).
 * Odd or signed functions (tanh, leaky relu, gelu, ...): signed quantizers -- negative inputs are
   never clamped away. Bounded outputs use all bits but the sign for the fraction: tanh
   ``(1, 0, b-1)``, sigmoid and softmax ``(0, 0, b)``.
@@ -30,6 +33,7 @@ from pquant.nn.norm import PQBatchNorm1d, PQBatchNorm2d, PQLayerNorm
 from pquant.nn.pool import PQAvgPool1d, PQAvgPool2d
 from pquant.quant.build import build_data_quantizer, build_parameter_quantizer
 from pquant.quant.granularity import Granularity, feature_shape
+from pquant.quant.modes import as_overflow_mode
 from pquant.quant.spec import QuantSpec
 
 
@@ -227,8 +231,10 @@ class LayerFactory:
             return None, flow
         d, info = self.data, ACTIVATIONS[fn]
         width = d.bits
-        if not info.signed_input:  # relu: unsigned, same width
-            in_spec = out_spec = d.with_(k=0, f=d.f + d.k)
+        if not info.signed_input and as_overflow_mode(d.overflow_mode).saturating:
+            in_spec = out_spec = d.with_(k=0, f=d.f + d.k)  # relu: unsigned, same width
+        elif not info.signed_input:  # relu with wrapping data: negatives must not wrap
+            in_spec = out_spec = d.with_(k=1)
         else:
             in_spec = d.with_(k=1)
             out_spec = in_spec

@@ -44,7 +44,8 @@ class _SplitBase(Quantizer):
         magnitude = self.width - self.k_value
         self._magnitude = magnitude
         top = 2.0**magnitude
-        symmetric = self.overflow_mode is OverflowMode.SAT_SYM
+        # (a 1-bit signed format saturates to -1 under SAT_SYM too, as ap_fixed does)
+        symmetric = self.overflow_mode is OverflowMode.SAT_SYM and magnitude > 0
         self._code_lo = -self.k_value * (top - 1 if symmetric else top)
         self._code_hi = top - 1
 

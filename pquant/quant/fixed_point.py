@@ -37,23 +37,44 @@ __all__ = [
 
 
 # ----------------------------------------------------------------------------------- rounding
+def _round_half_up_(z: torch.Tensor) -> torch.Tensor:
+    """RND in place: ``floor(z) + (z - floor(z) >= 1/2)``, exact for every float.
+
+    The shortcut ``floor(z + 0.5)`` is not exact: for ``z`` just below a tie (``0.49999997``)
+    or above ``2**23`` (float32) the sum itself rounds up to the next integer. The fraction
+    ``z - floor(z)`` may round only for small negative ``z``, and never across 1/2.
+    """
+    low = torch.floor(z)
+    return z.sub_(low).ge_(0.5).add_(low)
+
+
+def _fix_trn_underflow_(codes: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
+    """TRN codes of negative values are at most -1; with ``f < 0`` the product ``x * 2**f`` of a
+    denormal ``x`` underflows to -0, whose floor is 0. ``negative`` is ``x < 0``."""
+    return codes.sub_(negative.logical_and_(codes == 0).to(codes.dtype))
+
+
 def _round_inplace(z: torch.Tensor, mode: RoundMode) -> torch.Tensor:
-    """Round ``z`` (values in LSB units) in place to integers according to ``mode``."""
+    """Round ``z`` (values in LSB units) in place to integers according to ``mode``.
+
+    Exact for every float (checked against ap_fixed in ``tests/quant/test_ap_fixed_oracle.py``):
+    the nearest modes other than RND_CONV reduce to the exact RND by symmetry.
+    """
     if mode is RoundMode.RND:
-        return z.add_(0.5).floor_()
+        return _round_half_up_(z)
     if mode is RoundMode.TRN:
         return z.floor_()
     if mode is RoundMode.RND_CONV:
         return z.round_()
     if mode is RoundMode.TRN_ZERO:
         return z.trunc_()
-    if mode is RoundMode.RND_MIN_INF:
-        return z.sub_(0.5).ceil_()
-    sign = torch.sign(z)
-    if mode is RoundMode.RND_ZERO:
-        return z.abs_().sub_(0.5).ceil_().mul_(sign)
-    if mode is RoundMode.RND_INF:
-        return z.abs_().add_(0.5).floor_().mul_(sign)
+    if mode is RoundMode.RND_MIN_INF:  # ties toward -inf: -RND(-z)
+        return _round_half_up_(z.neg_()).neg_()
+    sign = z.clone()
+    if mode is RoundMode.RND_INF:  # ties away from zero: sign * RND(|z|)
+        return _round_half_up_(z.abs_()).copysign_(sign)
+    if mode is RoundMode.RND_ZERO:  # ties toward zero: sign * RND_MIN_INF(|z|)
+        return _round_half_up_(z.abs_().neg_()).neg_().copysign_(sign)
     raise ValueError(f"unknown round mode {mode!r}")  # pragma: no cover - enum is closed
 
 
@@ -83,37 +104,79 @@ def _is_number(v) -> bool:
     return isinstance(v, (int, float))
 
 
+def _low_bound(k, hi, pow_i, mode: OverflowMode):
+    """The lowest value ``-k * 2**i`` -- or ``-k * hi`` for SAT_SYM, except in a 1-bit signed
+    format (``hi == 0``), where ap_fixed's SAT_SYM saturates to ``-2**i`` like SAT."""
+    if mode is not OverflowMode.SAT_SYM:
+        return -k * pow_i
+    if isinstance(hi, torch.Tensor) or isinstance(pow_i, torch.Tensor):
+        return -k * torch.where(torch.as_tensor(hi) > 0, hi, pow_i)
+    return -k * (hi if hi > 0 else pow_i)
+
+
 def format_range(k: BitsLike, i: BitsLike, f: BitsLike, overflow_mode="SAT"):
     """Lower and upper representable value of the format ``(k, i, f)``.
 
-    For ``SAT_SYM`` the lower bound is ``-k * (2**i - 2**-f)``; for the other modes ``-k * 2**i``.
+    For ``SAT_SYM`` the lower bound is ``-k * (2**i - 2**-f)`` (``-k * 2**i`` in a 1-bit signed
+    format, as ap_fixed does); for the other modes ``-k * 2**i``.
     Returns python floats for number inputs, tensors otherwise.
     """
     mode = as_overflow_mode(overflow_mode)
     if all(_is_number(v) for v in (k, i, f)):
         i_eff = max(i, -f)
         hi = 2.0**i_eff - 2.0**-f
-        lo = -k * (hi if mode is OverflowMode.SAT_SYM else 2.0**i_eff)
+        lo = _low_bound(k, hi, 2.0**i_eff, mode)
         return float(lo), float(hi)
     k_t, i_t, f_t = (torch.as_tensor(v, dtype=torch.float32) for v in (k, i, f))
     i_eff = torch.maximum(i_t, -f_t)
     hi = torch.exp2(i_eff) - torch.exp2(-f_t)
-    lo = -k_t * (hi if mode is OverflowMode.SAT_SYM else torch.exp2(i_eff))
+    lo = _low_bound(k_t, hi, torch.exp2(i_eff), mode)
     return lo, hi
 
 
 # ----------------------------------------------------------------------------------- wrapping
-def _wrap_codes(z: torch.Tensor, lo_code, period, reflect: bool) -> torch.Tensor:
-    """Wrap integer codes into ``[lo_code, lo_code + period)``.
+def _wrap_codes(codes: torch.Tensor, lo_code, period, reflect: bool,
+                unrounded: torch.Tensor | None = None) -> torch.Tensor:
+    """Wrap rounded integer codes into ``[lo_code, lo_code + period)`` as ap_fixed does.
 
-    Two's complement (``reflect=False``) is modular arithmetic. Sign-magnitude wrap
-    (``reflect=True``, AP_WRAP_SM) folds the code: moving past the top of the range walks back
-    down (the extreme code repeats), a triangle wave of period ``2 * period``.
+    ``AP_WRAP`` (``reflect=False``) is two's complement: modular arithmetic. ``AP_WRAP_SM``
+    (``reflect=True``, signed formats only) starts from the same two's-complement code ``V`` and,
+    where the rounded code overflowed, inverts all its bits (``V -> -V - 1``) when its sign bit
+    differs from bit ``W`` of the code *before* rounding, ``floor(unrounded)`` -- what
+    ``ap_fixed_base::overflow_adjust`` does (checked against the library in
+    ``tests/quant/test_ap_fixed_oracle.py``). Non-finite codes become 0, as ap_fixed converts
+    +-inf in the wrapping modes.
+
+    Args:
+        codes: rounded codes (integers in float), modified in place.
+        lo_code, period: ``-k * 2**(W-1)`` and ``2**W`` (numbers or broadcastable tensors).
+        reflect: WRAP_SM instead of WRAP.
+        unrounded: ``x * 2**f`` before rounding (needed for WRAP_SM).
     """
+    codes = codes.nan_to_num_(0.0, 0.0, 0.0)
+    # exact for any magnitude: remainder is exact, ``codes - lo_code`` would round
+    rem = torch.remainder(codes, period)
+    wrapped = torch.where(rem >= period + lo_code, rem - period, rem)
     if not reflect:
-        return z.sub_(lo_code).remainder_(period).add_(lo_code)
-    u = z.sub_(lo_code).remainder_(2 * period)
-    return torch.where(u < period, u, 2 * period - 1 - u).add_(lo_code)
+        return wrapped
+    bit_w = torch.floor(unrounded.nan_to_num(0.0, 0.0, 0.0) / period).remainder_(2)
+    flip = wrapped.ne(codes).logical_and_(bit_w.eq(1).ne_(wrapped.lt(0)))
+    return torch.where(flip, -wrapped - 1, wrapped)
+
+
+def check_wrap_sm_signed(k, overflow_mode) -> None:
+    """Refuse ``WRAP_SM`` for unsigned formats: ap_fixed has no ``ap_ufixed<..., AP_WRAP_SM>``.
+
+    Raises:
+        ValueError: ``overflow_mode`` is WRAP_SM and some ``k`` is 0.
+    """
+    if as_overflow_mode(overflow_mode) is not OverflowMode.WRAP_SM:
+        return
+    unsigned = bool((torch.as_tensor(k) == 0).any())
+    if unsigned:
+        raise ValueError("overflow_mode WRAP_SM needs a signed format (k=1): ap_fixed has no "
+                         "ap_ufixed<..., AP_WRAP_SM> (hardware cannot build it); use WRAP or a "
+                         "saturating mode for unsigned formats, got k=0")
 
 
 # ----------------------------------------------------------------------------------- fast path
@@ -127,8 +190,9 @@ class QuantPlan:
         inv_scale: ``2**-f``.
         clip: ``(below, above)`` -- the floats just outside ``[lo, hi]`` for ``hardtanh``
             (scalar formats), ``(lo, hi)`` tensors for ``clamp`` (per-element formats), or None.
-        code_clip: integer code bounds, only needed for TRN (floor of a value just below ``lo``
-            would fall one code too low; the nearest modes land on the bound by themselves).
+        code_clip: integer code bounds, only where the clip floats round outside the range
+            (TRN: floor of a value just below ``lo`` falls one code too low; a grid as fine as
+            the dtype's); elsewhere the rounding lands on the bounds by itself.
         wrap: ``(lo_code, period, reflect)`` for wrapping modes in eval, else None.
     """
 
@@ -140,16 +204,7 @@ class QuantPlan:
     wrap: tuple | None
 
 
-_HALF: dict = {}
 _NO_GRAD = torch.no_grad()
-
-
-def _half(like: torch.Tensor) -> torch.Tensor:
-    key = (like.device, like.dtype)
-    t = _HALF.get(key)
-    if t is None:
-        t = _HALF[key] = torch.tensor(0.5, dtype=like.dtype, device=like.device)
-    return t
 
 
 def _outside(lo: float, hi: float, dtype: torch.dtype) -> tuple[float, float]:
@@ -165,6 +220,7 @@ def plan_constant(k, i, f, round_mode, overflow_mode, training: bool,
                   like: torch.Tensor) -> QuantPlan:
     """Precompute a :class:`QuantPlan` for a constant format (numbers or non-grad tensors)."""
     rmode, omode = as_round_mode(round_mode), as_overflow_mode(overflow_mode)
+    check_wrap_sm_signed(k, omode)
     if all(_is_number(v) for v in (k, i, f)):
         i_eff = max(i, -f)
         scale, inv_scale = 2.0**f, 2.0**-f
@@ -181,11 +237,19 @@ def plan_constant(k, i, f, round_mode, overflow_mode, training: bool,
     clip = code_clip = wrap = None
     if omode.saturating:
         hi = pow_i - inv_scale
-        lo = -k * (hi if omode is OverflowMode.SAT_SYM else pow_i)
+        lo = _low_bound(k, hi, pow_i, omode)
         if scalar:
             lo, hi = float(lo) + 0.0, float(hi)
             clip = _outside(lo, hi, like.dtype)
+            # the floats just outside usually round back onto the bounds; where they do not
+            # (TRN below lo; a grid as fine as the dtype's, e.g. 24-bit formats in float32)
+            # the codes are clipped too
+            edge = torch.tensor(clip, dtype=like.dtype)
+            negative = edge < 0
+            _round_inplace(edge.mul_(scale), rmode)
             if rmode is RoundMode.TRN:
+                _fix_trn_underflow_(edge, negative)
+            if edge[0] < lo * scale or edge[1] > hi * scale:
                 code_clip = (lo * scale, hi * scale)
         else:
             lo = torch.broadcast_to(torch.as_tensor(lo, dtype=hi.dtype, device=hi.device), hi.shape)
@@ -199,7 +263,7 @@ def make_kernel(plan: QuantPlan, like: torch.Tensor):
     """A function ``x -> quantized x`` for ``plan`` (specialised for the common fast case).
 
     The common case -- scalar saturating format, RND rounding -- becomes a closure with every
-    constant bound in advance: one ``hardtanh`` plus three in-place ops, no Python branching.
+    constant bound in advance: one ``hardtanh`` plus in-place ops, no Python branching.
     Everything else goes through :func:`apply_plan`.
     """
     clip = plan.clip
@@ -210,16 +274,17 @@ def make_kernel(plan: QuantPlan, like: torch.Tensor):
         return lambda x: apply_plan(x, plan)
     below, above = clip
     scale, inv_scale = plan.scale, plan.inv_scale
-    half = _half(like)
     hardtanh = torch._C._nn.hardtanh
-    add = torch.add
+    floor = torch.floor
 
     def kernel(x: torch.Tensor) -> torch.Tensor:
         y = hardtanh(x, below, above)
         # Round through a detached alias: no autograd recording, no grad-mode switching. The
         # hardtanh node saved its input, not ``y``, so rewriting ``y`` in place is safe.
-        codes = y.detach()
-        add(half, codes, alpha=scale, out=codes).floor_().mul_(inv_scale)
+        # RND exactly: floor(z) + (z - floor(z) >= 1/2) (see _round_inplace).
+        codes = y.detach().mul_(scale)
+        low = floor(codes)
+        codes.sub_(low).ge_(0.5).add_(low).mul_(inv_scale)
         return y
 
     return kernel
@@ -242,17 +307,17 @@ def apply_plan(x: torch.Tensor, plan: QuantPlan) -> torch.Tensor:
     else:
         y = F.hardtanh(x, clip[0], clip[1])
     with _NO_GRAD:
-        scale = plan.scale
-        if plan.round_mode is RoundMode.RND and not isinstance(scale, torch.Tensor):
-            torch.add(_half(y), y, alpha=scale, out=y).floor_()
-        else:
-            _round_inplace(y.mul_(scale), plan.round_mode)
+        negative = y < 0 if plan.round_mode is RoundMode.TRN else None
+        y.mul_(plan.scale)
+        wrap = plan.wrap
+        unrounded = y.clone() if wrap is not None and wrap[2] else None
+        _round_inplace(y, plan.round_mode)
+        if negative is not None:
+            _fix_trn_underflow_(y, negative)
         if plan.code_clip is not None:
             y.clamp_(*plan.code_clip)
-        if plan.wrap is not None:
-            wrapped = _wrap_codes(y, *plan.wrap)
-            if wrapped is not y:
-                y.copy_(wrapped)
+        if wrap is not None:
+            y.copy_(_wrap_codes(y, *wrap, unrounded))
         y.mul_(plan.inv_scale)
     return y
 
@@ -265,15 +330,18 @@ def _quantize_differentiable(x, k, i, f, rmode, omode, training):
     step = torch.exp2(-f)
     if omode.saturating:
         hi = torch.exp2(i_eff) - step
-        lo = -k * (hi if omode is OverflowMode.SAT_SYM else torch.exp2(i_eff))
+        lo = _low_bound(k, hi, torch.exp2(i_eff), omode)
         xc = torch.where(x > hi, hi, torch.where(x < lo, lo, x))
     else:
         xc = x
     z = (xc * torch.exp2(f)).detach()
     codes = _round_inplace(z.clone(), rmode)
+    if rmode is RoundMode.TRN:
+        _fix_trn_underflow_(codes, xc.detach() < 0)
     if not omode.saturating and not training:
         period = torch.exp2(k + i_eff + f).detach()
-        codes = _wrap_codes(codes, -k.detach() * period / 2, period, omode is OverflowMode.WRAP_SM)
+        codes = _wrap_codes(codes, -k.detach() * period / 2, period,
+                            omode is OverflowMode.WRAP_SM, z)
     # value: exactly codes * step; gradient: 1 to x (through the clip), -ln2 * (q - x) to f
     # from the rounding error, and the clip bounds' derivatives for clipped values.
     return codes * step.detach() + (xc - xc.detach()) + (codes - z) * (step - step.detach())
@@ -306,6 +374,7 @@ def quantize(
         Tensor of the shape of ``x`` (broadcast with the bit tensors) holding fixed-point values.
     """
     rmode, omode = as_round_mode(round_mode), as_overflow_mode(overflow_mode)
+    check_wrap_sm_signed(k, omode)
     learnable = any(isinstance(v, torch.Tensor) and v.requires_grad for v in (k, i, f))
     if learnable:
         return _quantize_differentiable(x, k, i, f, rmode, omode, training)

@@ -23,8 +23,14 @@ from torch import nn
 
 from pquant import kernels
 from pquant.quant.base import Quantizer
-from pquant.quant.fixed_point import _round_inplace, _wrap_codes
-from pquant.quant.modes import OverflowMode, as_overflow_mode, as_round_mode
+from pquant.quant.fixed_point import (
+    _fix_trn_underflow_,
+    _low_bound,
+    _round_inplace,
+    _wrap_codes,
+    check_wrap_sm_signed,
+)
+from pquant.quant.modes import OverflowMode, RoundMode, as_overflow_mode, as_round_mode
 
 #: Valid range of the learnable bits (clamped after every epoch and when frozen).
 F_RANGE = (-24.0, 24.0)
@@ -92,15 +98,17 @@ def _make_plan(k, i_raw, f_raw, learn_i: bool, overflow_mode: OverflowMode,
         gi_o = gi_s = gf_o = gf_s = None
         if overflow_mode.saturating:
             hi = pow_i - step
-            lo = -k * (hi if overflow_mode is OverflowMode.SAT_SYM else pow_i)
+            lo = _low_bound(k, hi, pow_i, overflow_mode)
             # d hi/d i = ln2 2**i at the top; d lo/d i = -k ln2 2**i at the bottom. With
             # S_out = sum over clipped values, S_sgn = signed sum: top = (S_out + S_sgn) / 2,
             # bottom = (S_out - S_sgn) / 2.
             half_i = (0.5 * _LN2) * pow_i
             gi_o, gi_s = half_i * (1 - k), half_i * (1 + k)
             half_f = (0.5 * _LN2) * step
-            if overflow_mode is OverflowMode.SAT_SYM:
-                gf_o, gf_s = half_f * (1 - k), half_f * (1 + k)
+            if overflow_mode is OverflowMode.SAT_SYM:  # (SAT's in 1-bit signed formats)
+                sym = width > 0
+                gf_o = torch.where(sym, half_f * (1 - k), half_f)
+                gf_s = torch.where(sym, half_f * (1 + k), half_f)
             else:
                 gf_o = gf_s = half_f
         elif not training:
@@ -132,9 +140,13 @@ class _HGQQuantize(torch.autograd.Function):
         ctx.set_materialize_grads(False)
         xc = x if plan.lo is None else torch.clamp(x, plan.lo, plan.hi)
         codes = xc * plan.scale
+        wrap = plan.wrap
+        unrounded = codes.clone() if wrap is not None and wrap[2] else None
         _round_inplace(codes, round_mode)
-        if plan.wrap is not None:
-            codes = _wrap_codes(codes, *plan.wrap)
+        if round_mode is RoundMode.TRN:
+            _fix_trn_underflow_(codes, xc < 0)
+        if wrap is not None:
+            codes = _wrap_codes(codes, *wrap, unrounded)
         q = codes.mul_(plan.step)
         ctx.plan = plan
         ctx.shapes = (i_raw.shape, f_raw.shape)
@@ -198,6 +210,7 @@ class HGQQuantizer(Quantizer):
         super().__init__()
         self.round_mode = as_round_mode(round_mode)
         self.overflow_mode = as_overflow_mode(overflow_mode)
+        check_wrap_sm_signed(k, self.overflow_mode)
         self.register_buffer("k", torch.full(shape, float(k)))
         # integer bits learn from the clipping bounds; wrapping modes have none, so there they
         # follow the observed range of the data instead

@@ -6,7 +6,7 @@ import torch
 
 from pquant import kernels
 from pquant.quant.base import Quantizer
-from pquant.quant.fixed_point import bit_width, make_kernel, plan_constant
+from pquant.quant.fixed_point import bit_width, check_wrap_sm_signed, make_kernel, plan_constant
 from pquant.quant.modes import OverflowMode, RoundMode, as_overflow_mode, as_round_mode
 from pquant.quant.spec import QuantSpec
 
@@ -49,6 +49,7 @@ class FixedPointQuantizer(Quantizer):
         super().__init__()
         self.round_mode = as_round_mode(round_mode)
         self.overflow_mode = as_overflow_mode(overflow_mode)
+        check_wrap_sm_signed(k, self.overflow_mode)
         self._bypass_epoch = -1
         self.register_buffer("k", torch.full(shape, float(k)))
         self.register_buffer("i", torch.full(shape, float(i)))

@@ -40,7 +40,13 @@ class QuantSpec:
                 f"k={self.k}, i={self.i}, f={self.f} ({self.bits} bits)"
             )
         as_round_mode(self.round_mode)
-        as_overflow_mode(self.overflow_mode)
+        if as_overflow_mode(self.overflow_mode) is OverflowMode.WRAP_SM and self.k == 0:
+            raise ValueError(
+                f"{where}: overflow mode WRAP_SM needs a signed format: ap_fixed has no "
+                f"ap_ufixed<..., AP_WRAP_SM>. Set keep_negatives=1 for it, or use WRAP, SAT or "
+                f"SAT_SYM (quantization.overflow_mode_data / overflow_mode_parameters, or the "
+                f"layer's layer_specific entry); got keep_negatives=0 with WRAP_SM"
+            )
 
     def build(self, shape: tuple[int, ...] = ()):
         """A constant-format :class:`~pquant.quant.quantizer.FixedPointQuantizer`."""
