@@ -164,19 +164,21 @@ def _wrap_codes(codes: torch.Tensor, lo_code, period, reflect: bool,
     return torch.where(flip, -wrapped - 1, wrapped)
 
 
-def check_wrap_sm_signed(k, overflow_mode) -> None:
+def check_wrap_sm_signed(k, overflow_mode, where: str = "quantize") -> None:
     """Refuse ``WRAP_SM`` for unsigned formats: ap_fixed has no ``ap_ufixed<..., AP_WRAP_SM>``.
 
     Raises:
-        ValueError: ``overflow_mode`` is WRAP_SM and some ``k`` is 0.
+        ValueError: ``overflow_mode`` is WRAP_SM and some ``k`` is 0 (the message names
+            ``where`` and the settings to change).
     """
     if as_overflow_mode(overflow_mode) is not OverflowMode.WRAP_SM:
         return
-    unsigned = bool((torch.as_tensor(k) == 0).any())
-    if unsigned:
-        raise ValueError("overflow_mode WRAP_SM needs a signed format (k=1): ap_fixed has no "
-                         "ap_ufixed<..., AP_WRAP_SM> (hardware cannot build it); use WRAP or a "
-                         "saturating mode for unsigned formats, got k=0")
+    if bool((torch.as_tensor(k) == 0).any()):
+        raise ValueError(
+            f"{where}: overflow mode WRAP_SM needs a signed format: ap_fixed has no "
+            f"ap_ufixed<..., AP_WRAP_SM>. Set keep_negatives=1 for it, or use WRAP, SAT or "
+            f"SAT_SYM (quantization.overflow_mode_data / overflow_mode_parameters, or the "
+            f"layer's layer_specific entry); got keep_negatives=0 with WRAP_SM")
 
 
 # ----------------------------------------------------------------------------------- fast path

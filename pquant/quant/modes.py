@@ -26,7 +26,9 @@ class OverflowMode(Enum):
     SAT = "SAT"  #: clip to [-k 2^i, 2^i - 2^-f]
     SAT_SYM = "SAT_SYM"  #: clip to the symmetric range [-k (2^i - 2^-f), 2^i - 2^-f]
     WRAP = "WRAP"  #: two's-complement wrap of the rounded code (in eval; identity in training)
-    WRAP_SM = "WRAP_SM"  #: sign-magnitude (reflecting) wrap of the rounded code (in eval)
+    #: ap_fixed's AP_WRAP_SM (signed formats only): the two's-complement wrap, with the bits of
+    #: an overflowed code inverted where its sign differs from bit W of the unrounded code
+    WRAP_SM = "WRAP_SM"
 
     @property
     def saturating(self) -> bool:

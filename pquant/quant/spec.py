@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from pquant.quant.fixed_point import bit_width, format_range
+from pquant.quant.fixed_point import bit_width, check_wrap_sm_signed, format_range
 from pquant.quant.modes import OverflowMode, RoundMode, as_overflow_mode, as_round_mode
 
 
@@ -40,13 +40,7 @@ class QuantSpec:
                 f"k={self.k}, i={self.i}, f={self.f} ({self.bits} bits)"
             )
         as_round_mode(self.round_mode)
-        if as_overflow_mode(self.overflow_mode) is OverflowMode.WRAP_SM and self.k == 0:
-            raise ValueError(
-                f"{where}: overflow mode WRAP_SM needs a signed format: ap_fixed has no "
-                f"ap_ufixed<..., AP_WRAP_SM>. Set keep_negatives=1 for it, or use WRAP, SAT or "
-                f"SAT_SYM (quantization.overflow_mode_data / overflow_mode_parameters, or the "
-                f"layer's layer_specific entry); got keep_negatives=0 with WRAP_SM"
-            )
+        check_wrap_sm_signed(self.k, self.overflow_mode, where)
 
     def build(self, shape: tuple[int, ...] = ()):
         """A constant-format :class:`~pquant.quant.quantizer.FixedPointQuantizer`."""

@@ -165,14 +165,3 @@ def test_oracle_covers_the_grid():
     assert any(fmt.f < 0 for fmt in SIGNED) and any(fmt.f < 0 for fmt in UNSIGNED)
     assert any(fmt.i < -fmt.f for fmt in FORMATS)  # the i_eff floor
     assert len(_cases()) == len(SIGNED) * 28 + len(UNSIGNED) * 21
-
-
-# The counterexamples of the issue (WRAP_SM, found by the same library) stay as plain
-# regression tests that need no compiler.
-@pytest.mark.parametrize("x, k, i, f, rnd, expected", [
-    (3.9709, 1, 1, 4, "RND", 0.0),      # ap_fixed<6,2,AP_RND,AP_WRAP_SM>
-    (1.8360, 1, 0, 1, "RND", 0.0),      # ap_fixed<2,1,AP_RND,AP_WRAP_SM>
-])
-def test_wrap_sm_counterexamples(x, k, i, f, rnd, expected):
-    got = quantize(torch.tensor([x]), k, i, f, rnd, "WRAP_SM", training=False)
-    assert got.item() == expected

@@ -89,13 +89,42 @@ def test_unsigned_formats_k0():
     assert quantize(x, 0, 1, 1, "RND", "WRAP").tolist() == [1.0, 0.0, 0.0, 0.5, 1.0, 1.5, 1.0]
 
 
-def test_wrap_sm_is_correct_for_unsigned_formats():
-    # The reference returns negative values for k=0 (x=1.0 -> -1.5). Reflecting wrap on codes
-    # 0..3 (period 8): 1.0 stays, 2.0 -> 1.5, 2.5 -> 1.0, 3.0 -> 0.5, 4.0 -> 0.0.
-    x = torch.tensor([1.0, 0.5, 2.0, 2.5, 3.0, 4.0])
-    got = quantize(x, 0, 1, 1, "RND", "WRAP_SM")
-    assert got.tolist() == [1.0, 0.5, 1.5, 1.0, 0.5, 0.0]
-    assert (got >= 0).all()
+def test_wrap_sm_is_refused_for_unsigned_formats():
+    # ap_ufixed<..., AP_WRAP_SM> does not exist (the library stops: "cannot support AP_WRAP_SM")
+    from pquant.quant.hgq import HGQQuantizer
+    from pquant.quant.quantizer import FixedPointQuantizer
+
+    x = torch.tensor([1.0, 0.5, 2.0])
+    for build in (lambda: quantize(x, 0, 1, 1, "RND", "WRAP_SM"),
+                  lambda: quantize(x, torch.tensor([1.0, 0.0, 1.0]), 1, 1, "RND", "WRAP_SM"),
+                  lambda: FixedPointQuantizer(0, 1, 1, "RND", "WRAP_SM"),
+                  lambda: HGQQuantizer(0, 1, 1, "RND", "WRAP_SM")):
+        with pytest.raises(ValueError, match="WRAP_SM needs a signed format"):
+            build()
+    assert quantize(x, 0, 1, 1, "RND", "WRAP").tolist() == [1.0, 0.5, 0.0]  # WRAP is fine
+
+
+# Counterexamples found with the ap_fixed library (tests/quant/test_ap_fixed_oracle.py runs the
+# whole grid); kept here so they run without a compiler.
+@pytest.mark.parametrize("x, k, i, f, rnd, ovf, expected", [
+    (3.9709, 1, 1, 4, "RND", "WRAP_SM", 0.0),        # ap_fixed<6,2,AP_RND,AP_WRAP_SM>
+    (1.8360, 1, 0, 1, "RND", "WRAP_SM", 0.0),        # ap_fixed<2,1,AP_RND,AP_WRAP_SM>
+    (-4.0, 1, 1, 1, "TRN", "WRAP_SM", -0.5),         # ap_fixed<3,2,AP_TRN,AP_WRAP_SM>
+    (-5.0, 1, 1, 1, "TRN", "WRAP_SM", 0.5),
+    (1.75, 1, 1, 2, "RND_CONV", "WRAP_SM", 1.75),     # in range: unchanged
+    (0.49999997, 1, 3, 0, "RND", "SAT", 0.0),        # floor(z + 0.5) rounds the sum up to 1
+    (-0.49999997, 1, 3, 0, "RND_MIN_INF", "SAT", 0.0),
+    (-0.49999997, 1, 3, 0, "RND_INF", "SAT", 0.0),
+    (4096.0, 0, 12, 12, "RND", "SAT", 4096 - 2**-12),  # 24-bit grid as fine as float32's
+    (-1.4e-45, 1, 2, -1, "TRN", "SAT", -2.0),        # x * 2**f underflows to -0
+    (-0.7, 1, 0, 0, "TRN", "SAT_SYM", -1.0),          # 1-bit signed SAT_SYM saturates to -1
+    (-5.44592297984e11, 1, 0, 1, "RND", "WRAP", 0.0),  # wrap exact far out
+    (float("inf"), 1, 2, 2, "RND", "WRAP", 0.0),
+    (float("-inf"), 1, 2, 2, "RND", "WRAP_SM", 0.0),
+])
+def test_ap_fixed_counterexamples(x, k, i, f, rnd, ovf, expected):
+    got = quantize(torch.tensor([x]), k, i, f, rnd, ovf, training=False)
+    assert got.item() == expected
 
 
 def test_wrap_sm_matches_vitis_examples():
