@@ -196,6 +196,8 @@ class QuantPlan:
             (TRN: floor of a value just below ``lo`` falls one code too low; a grid as fine as
             the dtype's); elsewhere the rounding lands on the bounds by itself.
         wrap: ``(lo_code, period, reflect)`` for wrapping modes in eval, else None.
+        trn_underflow: TRN with some ``f < 0``: ``x * 2**f`` of a denormal can underflow to
+            -0 (see :func:`_fix_trn_underflow_`).
     """
 
     round_mode: RoundMode
@@ -204,6 +206,7 @@ class QuantPlan:
     clip: tuple | None
     code_clip: tuple | None
     wrap: tuple | None
+    trn_underflow: bool = False
 
 
 _NO_GRAD = torch.no_grad()
@@ -249,7 +252,7 @@ def plan_constant(k, i, f, round_mode, overflow_mode, training: bool,
             edge = torch.tensor(clip, dtype=like.dtype)
             negative = edge < 0
             _round_inplace(edge.mul_(scale), rmode)
-            if rmode is RoundMode.TRN:
+            if rmode is RoundMode.TRN and f < 0:
                 _fix_trn_underflow_(edge, negative)
             if edge[0] < lo * scale or edge[1] > hi * scale:
                 code_clip = (lo * scale, hi * scale)
@@ -258,35 +261,39 @@ def plan_constant(k, i, f, round_mode, overflow_mode, training: bool,
             clip = (lo, hi)
     elif not training:
         wrap = (-k * period / 2, period, omode is OverflowMode.WRAP_SM)
-    return QuantPlan(rmode, scale, inv_scale, clip, code_clip, wrap)
+    trn_underflow = rmode is RoundMode.TRN and bool((torch.as_tensor(f) < 0).any())
+    return QuantPlan(rmode, scale, inv_scale, clip, code_clip, wrap, trn_underflow)
 
 
 def make_kernel(plan: QuantPlan, like: torch.Tensor):
     """A function ``x -> quantized x`` for ``plan`` (specialised for the common fast case).
 
-    The common case -- scalar saturating format, RND rounding -- becomes a closure with every
-    constant bound in advance: one ``hardtanh`` plus in-place ops, no Python branching.
-    Everything else goes through :func:`apply_plan`.
+    The common case -- scalar saturating format, RND rounding, codes well inside the dtype's
+    integer range -- becomes a closure with every constant bound in advance: one ``hardtanh``
+    plus five in-place ops, no Python branching. Everything else goes through
+    :func:`apply_plan`.
     """
     clip = plan.clip
     simple = (clip is not None and not isinstance(clip[0], torch.Tensor)
               and plan.round_mode is RoundMode.RND and plan.code_clip is None
-              and plan.wrap is None)
+              and plan.wrap is None
+              and max(-clip[0], clip[1]) * plan.scale * 2 < 1.0 / torch.finfo(like.dtype).eps)
     if not simple:
         return lambda x: apply_plan(x, plan)
     below, above = clip
-    scale, inv_scale = plan.scale, plan.inv_scale
+    scale2, inv_scale = plan.scale * 2, plan.inv_scale
+    half = torch.tensor(0.5, dtype=like.dtype, device=like.device)
     hardtanh = torch._C._nn.hardtanh
-    floor = torch.floor
+    add = torch.add
 
     def kernel(x: torch.Tensor) -> torch.Tensor:
         y = hardtanh(x, below, above)
         # Round through a detached alias: no autograd recording, no grad-mode switching. The
         # hardtanh node saved its input, not ``y``, so rewriting ``y`` in place is safe.
-        # RND exactly: floor(z) + (z - floor(z) >= 1/2) (see _round_inplace).
-        codes = y.detach().mul_(scale)
-        low = floor(codes)
-        codes.sub_(low).ge_(0.5).add_(low).mul_(inv_scale)
+        # RND exactly: floor(z + 1/2) = floor((floor(2 z) + 1) / 2), every step exact for
+        # codes below 2**(mantissa - 1) (floor(z + 0.5) itself is not, see _round_half_up_).
+        codes = y.detach().mul_(scale2).floor_()
+        add(half, codes, alpha=0.5, out=codes).floor_().mul_(inv_scale)
         return y
 
     return kernel
@@ -309,7 +316,7 @@ def apply_plan(x: torch.Tensor, plan: QuantPlan) -> torch.Tensor:
     else:
         y = F.hardtanh(x, clip[0], clip[1])
     with _NO_GRAD:
-        negative = y < 0 if plan.round_mode is RoundMode.TRN else None
+        negative = y < 0 if plan.trn_underflow else None
         y.mul_(plan.scale)
         wrap = plan.wrap
         unrounded = y.clone() if wrap is not None and wrap[2] else None
