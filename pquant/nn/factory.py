@@ -9,7 +9,8 @@ Formats chosen by default (each can be overridden per layer with ``layer_specifi
 * ReLU: unsigned data format of the same total width (one more fractional bit); with a wrapping
   data overflow mode (WRAP, WRAP_SM) the signed data format, as the layer before it computes
   (an unsigned wrap would turn negative inputs into large positive ones; ap_fixed has no
-  unsigned WRAP_SM).
+  unsigned WRAP_SM). Bounded outputs under a wrapping mode keep one integer bit (an output of 1
+  would wrap to 0 or -1), signed under WRAP_SM.
 * Odd or signed functions (tanh, leaky relu, gelu, ...): signed quantizers -- negative inputs are
   never clamped away. Bounded outputs use all bits but the sign for the fraction: tanh
   ``(1, 0, b-1)``, sigmoid and softmax ``(0, 0, b)``.
@@ -33,7 +34,7 @@ from pquant.nn.norm import PQBatchNorm1d, PQBatchNorm2d, PQLayerNorm
 from pquant.nn.pool import PQAvgPool1d, PQAvgPool2d
 from pquant.quant.build import build_data_quantizer, build_parameter_quantizer
 from pquant.quant.granularity import Granularity, feature_shape
-from pquant.quant.modes import as_overflow_mode
+from pquant.quant.modes import OverflowMode, as_overflow_mode
 from pquant.quant.spec import QuantSpec
 
 
@@ -231,16 +232,16 @@ class LayerFactory:
             return None, flow
         d, info = self.data, ACTIVATIONS[fn]
         width = d.bits
-        if not info.signed_input and as_overflow_mode(d.overflow_mode).saturating:
-            in_spec = out_spec = d.with_(k=0, f=d.f + d.k)  # relu: unsigned, same width
-        elif not info.signed_input:  # relu with wrapping data: negatives must not wrap
-            in_spec = out_spec = d.with_(k=1)
+        mode = as_overflow_mode(d.overflow_mode)
+        wrapping = not mode.saturating
+        if not info.signed_input:  # relu: unsigned, same width (signed when wrapping)
+            in_spec = out_spec = d.with_(k=1) if wrapping else d.with_(k=0, f=d.f + d.k)
         else:
-            in_spec = d.with_(k=1)
-            out_spec = in_spec
-            if info.output_range is not None:
-                k_out = 1 if info.output_range[0] < 0 else 0
-                out_spec = d.with_(k=k_out, i=0, f=width - k_out)
+            in_spec = out_spec = d.with_(k=1)
+            if info.output_range is not None:  # (wrapping: an output of +-1 must not wrap)
+                k_out = 1 if info.output_range[0] < 0 or mode is OverflowMode.WRAP_SM else 0
+                i_out = 1 if wrapping else 0
+                out_spec = d.with_(k=k_out, i=i_out, f=width - k_out - i_out)
         sections = self.overrides.for_layer(name, _IO)
         multiplier = fn == "relu" and self.s.quantization.use_relu_multiplier
         return PQActivation(

@@ -51,7 +51,7 @@ def _round_half_up_(z: torch.Tensor) -> torch.Tensor:
 def _fix_trn_underflow_(codes: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
     """TRN codes of negative values are at most -1; with ``f < 0`` the product ``x * 2**f`` of a
     denormal ``x`` underflows to -0, whose floor is 0. ``negative`` is ``x < 0``."""
-    return codes.sub_(negative.logical_and_(codes == 0).to(codes.dtype))
+    return codes.sub_(torch.logical_and(negative, codes == 0).to(codes.dtype))
 
 
 def _round_inplace(z: torch.Tensor, mode: RoundMode) -> torch.Tensor:
@@ -341,8 +341,10 @@ def _quantize_differentiable(x, k, i, f, rmode, omode, training):
         hi = torch.exp2(i_eff) - step
         lo = _low_bound(k, hi, torch.exp2(i_eff), omode)
         xc = torch.where(x > hi, hi, torch.where(x < lo, lo, x))
-    else:
+    elif training:
         xc = x
+    else:  # wrapping in eval: +-inf wrap to 0 (and must not make inf - inf below)
+        xc = torch.nan_to_num(x, 0.0, 0.0, 0.0)
     z = (xc * torch.exp2(f)).detach()
     codes = _round_inplace(z.clone(), rmode)
     if rmode is RoundMode.TRN:

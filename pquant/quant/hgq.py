@@ -361,8 +361,8 @@ class HGQQuantizer(Quantizer):
         from pquant.quant.quantizer import FixedPointQuantizer
 
         with torch.no_grad():
-            q = FixedPointQuantizer(0, 0, 1, self.round_mode, self.overflow_mode,
-                                    shape=tuple(self.f.shape))
+            q = FixedPointQuantizer(1, 0, 1, self.round_mode, self.overflow_mode,
+                                    shape=tuple(self.f.shape))  # (k set below)
             q.set_format(k=self.k, i=torch.round(self.i).clamp(*I_RANGE),
                          f=torch.round(self.f).clamp(*F_RANGE))
         return q

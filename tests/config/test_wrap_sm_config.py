@@ -64,3 +64,30 @@ def test_cli_refuses_unsigned_wrap_sm(tmp_path):
     assert result.returncode != 0
     assert "quantization.overflow_mode_data=WRAP_SM" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize("mode", ["WRAP", "WRAP_SM"])
+@pytest.mark.parametrize("fn", [torch.nn.Sigmoid, lambda: torch.nn.Softmax(dim=-1),
+                                torch.nn.Tanh])
+def test_bounded_outputs_do_not_wrap_under_wrapping_modes(compose, mode, fn):
+    model = add_compression_layers(torch.nn.Sequential(torch.nn.Linear(4, 4), fn()),
+                                   compose([f"quantization.overflow_mode_data={mode}"]))
+    model.eval()
+    with torch.no_grad():
+        model[0].weight.copy_(torch.eye(4))
+        model[0].bias.zero_()
+        y = model(torch.tensor([[7.9, -7.9, 0.0, 0.0]]))
+    assert y.abs().max() > 0.9, y  # sigmoid(7.9), softmax's 1.0 and tanh(+-7.9) stay near 1
+
+
+def test_hgq_wrap_sm_model_finalises(compose, tiny_mlp):
+    from pquant.nn.finalize import finalize
+
+    model = add_compression_layers(tiny_mlp(), compose([
+        "quantization.use_hgq=true", "quantization.overflow_mode_data=WRAP_SM"]))
+    x = torch.randn(5, 8)
+    model.eval()
+    with torch.no_grad():
+        before = model(x)
+        finalize(model)
+        assert torch.equal(model(x), before)

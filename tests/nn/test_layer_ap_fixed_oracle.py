@@ -20,8 +20,9 @@ from pquant.nn.finalize import finalize
 from tests import apfixed
 from tests.apfixed import Format
 
-pytestmark = pytest.mark.skipif(apfixed.missing_reason() is not None,
-                                reason=str(apfixed.missing_reason()))
+@pytest.fixture(autouse=True)
+def _oracle_available():
+    apfixed.require()
 
 #: (round mode, data overflow mode, weight granularity)
 CASES = [

@@ -23,8 +23,9 @@ from pquant.quant.fixed_point import quantize
 from tests import apfixed
 from tests.apfixed import Format
 
-pytestmark = pytest.mark.skipif(apfixed.missing_reason() is not None,
-                                reason=str(apfixed.missing_reason()))
+@pytest.fixture(autouse=True)
+def _oracle_available():
+    apfixed.require()
 
 ROUNDS = list(apfixed.AP_Q)
 OVERFLOWS = list(apfixed.AP_O)

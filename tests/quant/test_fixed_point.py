@@ -263,3 +263,13 @@ def test_invariants_on_grid_in_range_idempotent(kif, mode, ovf, values):
     if mode not in ("TRN", "TRN_ZERO"):
         inside = (x >= lo) & (x <= hi)
         assert ((y - x).abs()[inside] <= 2.0 ** (-f) / 2 + 1e-6).all()
+
+
+def test_learnable_wrap_eval_maps_inf_to_zero_and_broadcasts():
+    f = torch.tensor(2.0, requires_grad=True)
+    got = quantize(torch.tensor([math.inf, -math.inf, 1.25]), torch.tensor(1.0),
+                   torch.tensor(2.0), f, "RND", "WRAP")
+    assert got.tolist() == [0.0, 0.0, 1.25]
+    fb = torch.full((3, 4), 2.0, requires_grad=True)
+    out = quantize(torch.linspace(-9, 9, 4), 1, 2, fb, "TRN", "WRAP")
+    assert out.shape == (3, 4)
