@@ -115,3 +115,11 @@ def build_loss(training: Any, task: str) -> nn.Module:
     except InstantiationException as exc:
         raise ConfigError(f"training.loss: could not build {node.get('_target_')!r}: "
                           f"{exc.__cause__ or exc}") from None
+
+
+def default_objective(cfg: Any) -> str:
+    """The sweeper's default objective: ``val/accuracy:maximize``, or ``val/mse:minimize`` when
+    the config asks for regression."""
+    if configured_task(cfg) == "regression":
+        return "val/mse:minimize"
+    return "val/accuracy:maximize"
