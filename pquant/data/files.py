@@ -140,7 +140,7 @@ class FilesData(DataModule):
         try:
             y, task, classes = self._labels(table, task)
             idx = split_indices(table.n_rows, y if task == "classification" else None,
-                                val_fraction, test_fraction, seed, self.section)
+                                val_fraction, test_fraction, seed, self.section, classes)
             xs = _scatter(table, idx, chunk_rows)
         finally:
             table.close()

@@ -20,7 +20,8 @@ def check_fractions(val_fraction: float, test_fraction: float, path: str = "data
 
 
 def split_indices(n: int, labels: np.ndarray | None, val_fraction: float, test_fraction: float,
-                  seed: int, path: str = "data") -> dict[str, np.ndarray]:
+                  seed: int, path: str = "data", class_names: list | None = None
+                  ) -> dict[str, np.ndarray]:
     """Row indices of the train/val/test splits of ``n`` samples.
 
     The test set is drawn first (``test_fraction`` of all rows), then the validation set
@@ -34,6 +35,7 @@ def split_indices(n: int, labels: np.ndarray | None, val_fraction: float, test_f
         test_fraction: share of all rows for the test set, in (0, 1).
         seed: seed of the shuffle.
         path: config path of the data section (for messages).
+        class_names: the original label of each class code (for messages).
 
     Returns:
         ``{"train": idx, "val": idx, "test": idx}`` (int64 index arrays, in the split's order).
@@ -59,7 +61,8 @@ def split_indices(n: int, labels: np.ndarray | None, val_fraction: float, test_f
                 f"{path}.val_fraction / {path}.test_fraction, got {val_fraction} / "
                 f"{test_fraction})")
         if counts.min() < 3:
-            rare = values[counts.argmin()]
+            rare = values[counts.argmin()].item()
+            rare = class_names[rare] if class_names is not None else rare
             raise ConfigError(
                 f"{path}: class {rare!r} has only {counts.min()} row(s); a stratified "
                 f"train/val/test split needs at least 3 rows of every class")
