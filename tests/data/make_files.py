@@ -66,7 +66,7 @@ def write(fmt: str, folder: Path, x: np.ndarray, y: np.ndarray, label: str = "la
     raise ValueError(fmt)
 
 
-def jets_csv(folder: Path, n: int = 400, seed: int = 0) -> Path:
+def jets_csv(folder: Path, n: int = 1500, seed: int = 0) -> Path:
     """A table with the OpenML jets columns: 16 features and a ``class`` of g/q/t/w/z."""
     from pquant.data.jets import FEATURES
 
