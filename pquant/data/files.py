@@ -17,10 +17,17 @@ from pquant.config.checks import check_choice
 from pquant.config.errors import ConfigError
 from pquant.data import labels as L
 from pquant.data.base import TASKS, DataModule
-from pquant.data.readers import CHUNK_ROWS, Table, open_table
+from pquant.data.readers import Table, open_table
 from pquant.data.split import SPLITS, split_indices, standardize_
 
 log = logging.getLogger(__name__)
+
+#: bytes of float32 features read per block (the block's rows follow from the feature count)
+BLOCK_BYTES = 2 << 20
+
+
+def _block_rows(table: Table, chunk_rows: int | None) -> int:
+    return chunk_rows or max(1024, BLOCK_BYTES // (4 * max(len(table.feature_names), 1)))
 
 
 def _check_finite(block: np.ndarray, start: int, table: Table) -> None:
@@ -82,13 +89,13 @@ class FilesData(DataModule):
             ``classification`` or ``regression``.
         standardize: scale features with the train split's mean and std.
         val_fraction / test_fraction / split_seed: the split of ``path``.
-        chunk_rows: rows read per block.
+        chunk_rows: rows read per block (default: 2 MiB of float32 features).
     """
 
     def __init__(self, path=None, train_path=None, val_path=None, test_path=None,
                  features=None, label="label", task: str = "auto", standardize: bool = True,
                  val_fraction: float = 0.1, test_fraction: float = 0.2, split_seed: int = 0,
-                 chunk_rows: int = CHUNK_ROWS, section: str = "data") -> None:
+                 chunk_rows: int | None = None, section: str = "data") -> None:
         check_choice(f"{section}.task", task, ("auto", *TASKS))
         three = {"train_path": train_path, "val_path": val_path, "test_path": test_path}
         given = [k for k, v in three.items() if v is not None]
@@ -114,7 +121,8 @@ class FilesData(DataModule):
         xs = {name: x for name, (x, _) in splits.items()}
         self.feature_mean = self.feature_std = None
         if standardize:
-            self.feature_mean, self.feature_std = standardize_(xs)
+            rows = chunk_rows or max(1024, BLOCK_BYTES // (4 * xs["train"].shape[1]))
+            self.feature_mean, self.feature_std = standardize_(xs, block_rows=rows)
         super().__init__(splits, task, classes=classes,
                          num_classes=None if classes is None else len(classes))
 
@@ -141,7 +149,7 @@ class FilesData(DataModule):
             y, task, classes = self._labels(table, task)
             idx = split_indices(table.n_rows, y if task == "classification" else None,
                                 val_fraction, test_fraction, seed, self.section, classes)
-            xs = _scatter(table, idx, chunk_rows)
+            xs = _scatter(table, idx, _block_rows(table, chunk_rows))
         finally:
             table.close()
         return {name: (xs[name], y[idx[name]]) for name in SPLITS}, task, classes
@@ -163,7 +171,7 @@ class FilesData(DataModule):
                 if len(y) < 1:
                     raise ConfigError(f"{setting}: too few samples for the {name} split: the "
                                       f"file has no rows")
-                splits[name] = (_read_all(table, chunk_rows), y)
+                splits[name] = (_read_all(table, _block_rows(table, chunk_rows)), y)
             finally:
                 table.close()
         return splits, task, classes

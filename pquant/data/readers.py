@@ -291,7 +291,8 @@ def _arff_table(path: Path, setting: str, features, label: list[str]) -> _CsvTab
     names: list[str] = []
     skip = 0
     with open(path, encoding="utf-8", errors="replace") as fh:
-        for skip, line in enumerate(fh, start=1):
+        for line in fh:
+            skip += 1
             text = line.strip()
             low = text.lower()
             if low.startswith("@attribute"):

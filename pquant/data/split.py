@@ -79,20 +79,42 @@ def split_indices(n: int, labels: np.ndarray | None, val_fraction: float, test_f
     return {"train": train, "val": val, "test": test}
 
 
-def standardize_(splits: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def standardize_(splits: dict[str, np.ndarray], block_rows: int | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """Scale every split in place with the train split's per-feature mean and std.
 
     Args:
         splits: ``{"train": (N_train, F), ...}`` float32 arrays, modified in place.
+        block_rows: ``None``: numpy's ``mean``/``std`` over the whole train array (float32);
+            else the statistics are accumulated in float64 over blocks of this many rows, and
+            no temporary copy of the training split is made.
 
     Returns:
-        ``(mean, std)``, each ``(F,)`` (a constant feature keeps std 1).
+        ``(mean, std)``, each ``(F,)`` float32 (a constant feature keeps std 1).
     """
     train = splits["train"]
-    mean = train.mean(axis=0)
-    std = train.std(axis=0)
+    if block_rows is None:
+        mean = train.mean(axis=0)
+        std = train.std(axis=0)
+    else:
+        n = max(len(train), 1)
+        total = np.zeros(train.shape[1], dtype=np.float64)
+        for start in range(0, len(train), block_rows):
+            total += train[start:start + block_rows].sum(axis=0, dtype=np.float64)
+        mean64 = total / n
+        sq = np.zeros_like(total)
+        for start in range(0, len(train), block_rows):
+            d = train[start:start + block_rows] - mean64
+            sq += np.einsum("ij,ij->j", d, d)
+        mean, std = mean64.astype(np.float32), np.sqrt(sq / n).astype(np.float32)
     std[std == 0] = 1.0
     for a in splits.values():
-        a -= mean
-        a /= std
+        if block_rows is None:
+            a -= mean
+            a /= std
+        else:
+            for start in range(0, len(a), block_rows):
+                block = a[start:start + block_rows]
+                block -= mean
+                block /= std
     return mean, std

@@ -217,3 +217,32 @@ def test_bad_files_are_clear_errors(tmp_path, kind):
     with pytest.raises(ConfigError) as info:
         FilesData(**kwargs)
     assert message in str(info.value)
+
+
+def test_a_large_file_is_held_in_memory_once(tmp_path):
+    """200k rows x 64 float32 features (51 MB): the split arrays are the only copy."""
+    import gc
+    import tracemalloc
+
+    n, f = 200_000, 64
+    rng = np.random.default_rng(0)
+    x = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=np.float32,
+                                  shape=(n, f))
+    for start in range(0, n, 50_000):
+        x[start:start + 50_000] = rng.normal(size=(50_000, f))
+    x.flush()
+    del x
+    np.save(tmp_path / "y.npy", np.arange(n) % 5)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        data = FilesData(path=[str(tmp_path / "x.npy"), str(tmp_path / "y.npy")])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    features = n * f * 4
+    assert sum(v[0].numel() for v in data.splits.values()) == n * f
+    assert peak < 1.35 * features, f"peak {peak / 1e6:.1f} MB for {features / 1e6:.1f} MB"
+    train = data.splits["train"][0].numpy()
+    np.testing.assert_allclose(train.mean(0), 0, atol=1e-4)
+    np.testing.assert_allclose(train.std(0), 1, atol=1e-4)
