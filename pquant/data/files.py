@@ -10,6 +10,8 @@ encoded as ``0..C-1`` with the mapping kept in ``classes`` (and in the run's rep
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -28,6 +30,18 @@ BLOCK_BYTES = 2 << 20
 
 def _block_rows(table: Table, chunk_rows: int | None) -> int:
     return chunk_rows or max(1024, BLOCK_BYTES // (4 * max(len(table.feature_names), 1)))
+
+
+@contextmanager
+def _reading(setting: str, value) -> Iterator[None]:
+    """Turn a reader's failure on a malformed file into one message naming the setting."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{setting}: could not read {value!r}: {type(exc).__name__}: "
+                          f"{exc}") from None
 
 
 def _check_finite(block: np.ndarray, start: int, table: Table) -> None:
@@ -144,14 +158,16 @@ class FilesData(DataModule):
 
     def _one_file(self, path, features, label, task, val_fraction, test_fraction, seed,
                   chunk_rows):
-        table = open_table(path, f"{self.section}.path", features, label)
-        try:
-            y, task, classes = self._labels(table, task)
-            idx = split_indices(table.n_rows, y if task == "classification" else None,
-                                val_fraction, test_fraction, seed, self.section, classes)
-            xs = _scatter(table, idx, _block_rows(table, chunk_rows))
-        finally:
-            table.close()
+        setting = f"{self.section}.path"
+        with _reading(setting, path):
+            table = open_table(path, setting, features, label)
+            try:
+                y, task, classes = self._labels(table, task)
+                idx = split_indices(table.n_rows, y if task == "classification" else None,
+                                    val_fraction, test_fraction, seed, self.section, classes)
+                xs = _scatter(table, idx, _block_rows(table, chunk_rows))
+            finally:
+                table.close()
         return {name: (xs[name], y[idx[name]]) for name in SPLITS}, task, classes
 
     def _three_files(self, paths: dict, features, label, task, chunk_rows):
@@ -160,18 +176,20 @@ class FilesData(DataModule):
         names = None
         for name in SPLITS:
             setting = f"{self.section}.{name}_path"
-            table = open_table(paths[f"{name}_path"], setting, features, label)
-            try:
-                if names is not None and table.feature_names != names:
-                    raise ConfigError(f"{setting}: its features {table.feature_names} differ "
-                                      f"from those of {self.section}.train_path {names}")
-                names = table.feature_names
-                y, task, classes = self._labels(table, task, classes,
-                                                f"{self.section}.train_path")
-                if len(y) < 1:
-                    raise ConfigError(f"{setting}: too few samples for the {name} split: the "
-                                      f"file has no rows")
-                splits[name] = (_read_all(table, _block_rows(table, chunk_rows)), y)
-            finally:
-                table.close()
+            with _reading(setting, paths[f"{name}_path"]):
+                table = open_table(paths[f"{name}_path"], setting, features, label)
+                try:
+                    if names is not None and table.feature_names != names:
+                        raise ConfigError(f"{setting}: its features {table.feature_names} "
+                                          f"differ from those of {self.section}.train_path "
+                                          f"{names}")
+                    names = table.feature_names
+                    y, task, classes = self._labels(table, task, classes,
+                                                    f"{self.section}.train_path")
+                    if len(y) < 1:
+                        raise ConfigError(f"{setting}: too few samples for the {name} split: "
+                                          f"the file has no rows")
+                    splits[name] = (_read_all(table, _block_rows(table, chunk_rows)), y)
+                finally:
+                    table.close()
         return splits, task, classes

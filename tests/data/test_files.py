@@ -198,6 +198,9 @@ def _bad(tmp_path, kind):
     if kind == "unknown format":
         (tmp_path / "d.txt").write_text("1,2\n")
         return {"path": str(tmp_path / "d.txt")}, "data.path must be one file ending in"
+    if kind == "corrupt":
+        (tmp_path / "d.h5").write_bytes(b"not an hdf5 file")
+        return {"path": str(tmp_path / "d.h5")}, "data.path: could not read"
     if kind == "no path":
         return {}, "data.path is not set"
     if kind == "float classes":
@@ -208,7 +211,7 @@ def _bad(tmp_path, kind):
 
 BAD = ["missing file", "missing column", "missing label", "missing key", "nan feature",
        "nan label", "lengths", "too few", "rare class", "single npy", "unknown format",
-       "no path", "float classes"]
+       "no path", "float classes", "corrupt"]
 
 
 @pytest.mark.parametrize("kind", BAD)
