@@ -43,7 +43,7 @@ class OptunaSweeperConf:
     _target_: str = "hydra_plugins.pquant_optuna_sweeper.sweeper.PQuantOptunaSweeper"
     defaults: list[Any] = field(default_factory=lambda: ["_self_", {"sampler": "tpe"}])
     sampler: Any = None
-    objectives: Optional[list[str]] = None  # null: val/accuracy:maximize, val/mse:minimize (regression)
+    objectives: Optional[list[str]] = None  # null: the task's headline metric
     study_name: Optional[str] = None
     storage: Optional[str] = None
     n_trials: Optional[int] = None
