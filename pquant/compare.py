@@ -102,7 +102,11 @@ def pareto(points: list[tuple[float, float]]) -> list[int]:
 
 
 def _accuracy_metric(rows: list[Row]) -> str:
-    return "test/accuracy" if any(r.values("test/accuracy") for r in rows) else "val/accuracy"
+    """The quality axis (larger is better): test/val accuracy, or R^2 for regression runs."""
+    for metric in ("test/accuracy", "val/accuracy", "test/r2", "val/r2"):
+        if any(r.values(metric) for r in rows):
+            return metric
+    return "val/accuracy"
 
 
 def markdown_table(rows: list[Row], by: list[str]) -> str:

@@ -25,6 +25,7 @@ from pquant.nn.finalize import finalize
 from pquant.nn.replace import add_compression_layers
 from pquant.tracking.hydra_callback import read_parent_run
 from pquant.training.loop import train_model
+from pquant.training.task import build_loss, configured_task, data_overrides, reconcile
 
 log = logging.getLogger(__name__)
 
@@ -123,9 +124,12 @@ def run(cfg: DictConfig, output_dir: str | None = None) -> dict[str, Any]:
     seed_everything(int(cfg.seed))
     device = resolve_device(str(cfg.device))
 
-    data = _build("data", cfg.data)
+    task = configured_task(cfg)
+    data = _build("data", cfg.data, **data_overrides(cfg.data, task))
+    task = reconcile(data, task)
+    loss_fn = build_loss(s.training, task)
     model = _build("model", cfg.model, input_size=data.num_features,
-                   output_size=data.num_classes)
+                   output_size=getattr(data, "num_outputs", data.num_classes))
     model = add_compression_layers(model, cfg, inplace=True).to(device)
     tracker = _build("tracking", cfg.tracking)
 
@@ -154,8 +158,7 @@ def run(cfg: DictConfig, output_dir: str | None = None) -> dict[str, Any]:
                        parent_run_id=parent):
         result = train_model(model, cfg, data.train_loader(s.training.batch_size, int(cfg.seed)),
                              data.val_loader(s.training.eval_batch_size), device=device,
-                             on_epoch_end=tracker.log_metrics)
-        loss_fn = instantiate(s.training.loss)
+                             loss_fn=loss_fn, on_epoch_end=tracker.log_metrics)
         val = evaluate(model, data.val_loader(s.training.eval_batch_size), loss_fn, device)
         test = evaluate(model, data.test_loader(s.training.eval_batch_size), loss_fn, device)
         metrics = compression_report(model, data.example_input(1).to(device))
@@ -168,6 +171,9 @@ def run(cfg: DictConfig, output_dir: str | None = None) -> dict[str, Any]:
         tracker.log_metrics(metrics, step=len(result.history))
         report = dict(metrics)
         report["warnings"] = result.warnings
+        report["task"] = task
+        if getattr(data, "classes", None) is not None:
+            report["classes"] = list(data.classes)  # class code i <- original label classes[i]
         report["conversion"] = conversion.as_dict()
         (out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True))
         (out / "config.yaml").write_text(OmegaConf.to_yaml(resolved))

@@ -27,6 +27,8 @@ class OptunaSweeperConf:
         objectives: ``"<metric of the run's report>:<maximize|minimize>"`` entries; two or more
             make a multi-objective study (Pareto front). On the command line:
             ``hydra.sweeper.objectives=[val/accuracy:maximize,ebops/total:minimize]``.
+            Default: the task's headline metric (``val/accuracy:maximize``, or
+            ``val/mse:minimize`` for regression).
         study_name: default ``finetuning.experiment_name``.
         storage: an RDB URL (``sqlite:///...``, ``postgresql://...``) or a journal file path;
             default ``<start dir>/outputs/optuna/<study>.journal``.
@@ -41,7 +43,7 @@ class OptunaSweeperConf:
     _target_: str = "hydra_plugins.pquant_optuna_sweeper.sweeper.PQuantOptunaSweeper"
     defaults: list[Any] = field(default_factory=lambda: ["_self_", {"sampler": "tpe"}])
     sampler: Any = None
-    objectives: list[str] = field(default_factory=lambda: ["val/accuracy:maximize"])
+    objectives: Optional[list[str]] = None  # null: the task's headline metric
     study_name: Optional[str] = None
     storage: Optional[str] = None
     n_trials: Optional[int] = None

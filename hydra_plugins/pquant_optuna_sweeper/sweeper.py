@@ -51,7 +51,7 @@ class PQuantOptunaSweeper(Sweeper):
                  n_jobs: int = 1, max_failure_rate: float = 0.25,
                  params: Optional[dict[str, str]] = None) -> None:
         self.sampler = sampler
-        self.objectives = _parse_objectives(objectives or ["val/accuracy:maximize"])
+        self.objectives = _parse_objectives(objectives) if objectives else None
         self.study_name = study_name
         self.storage = storage
         self.n_trials = n_trials
@@ -66,6 +66,10 @@ class PQuantOptunaSweeper(Sweeper):
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
               config: DictConfig) -> None:
         self.config = config
+        if self.objectives is None:  # the task's headline metric
+            from pquant.training.task import default_objective
+
+            self.objectives = _parse_objectives([default_objective(config)])
         self.hydra_context = hydra_context
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config)

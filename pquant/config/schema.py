@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 from omegaconf import MISSING
 
-from pquant.config.checks import check_keep_negatives, check_range, fail
+from pquant.config.checks import check_choice, check_keep_negatives, check_range, fail
 from pquant.config.errors import ConfigError
 from pquant.config.layer_specific import validate_layer_specific
 from pquant.quant.granularity import DataGranularity, Granularity
@@ -32,10 +32,6 @@ Rewind = Enum(
 
 def _adam() -> dict[str, Any]:
     return {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1.0e-3, "foreach": True}
-
-
-def _cross_entropy() -> dict[str, Any]:
-    return {"_target_": "torch.nn.CrossEntropyLoss"}
 
 
 # --------------------------------------------------------------------------------- training
@@ -55,7 +51,10 @@ class TrainingConfig:
     pruning_first: bool = True  #: True: quantize(prune(W)); False: prune(quantize(W))
     optimizer: Any = field(default_factory=_adam)  #: partial optimizer (_target_, _partial_)
     scheduler: Any = None  #: optional partial LR scheduler, stepped once per epoch
-    loss: Any = field(default_factory=_cross_entropy)  #: task loss (_target_)
+    #: task loss (_target_); null: CrossEntropyLoss (classification) / MSELoss (regression)
+    loss: Any = None
+    #: auto (from the loss, else the data) | classification | regression
+    task: str = "auto"
     progress: bool = True  #: progress bar per stage (quiet when stderr is not a TTY)
 
     def validate(self, path: str = "training") -> None:
@@ -77,8 +76,11 @@ class TrainingConfig:
             raise fail(f"{path}.epochs", "be >= 1 when rounds > 1", self.epochs)
         for name in ("optimizer", "loss"):
             node = getattr(self, name)
+            if name == "loss" and node is None:
+                continue
             if not isinstance(node, dict) or "_target_" not in node:
                 raise fail(f"{path}.{name}", "be a config node with a _target_", node)
+        check_choice(f"{path}.task", self.task, ("auto", "classification", "regression"))
         _check_optimizer_flags(f"{path}.optimizer", self.optimizer)
 
 

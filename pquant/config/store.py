@@ -19,7 +19,12 @@ from pquant.config.schema import (
     TrainingConfig,
 )
 from pquant.config.sections import pruning_schemas
-from pquant.data.schema import DigitsDataConfig, SyntheticDataConfig
+from pquant.data.schema import (
+    DigitsDataConfig,
+    FilesDataConfig,
+    JetsDataConfig,
+    SyntheticDataConfig,
+)
 from pquant.models.schema import CNNConfig, Conv1dConfig, MLPConfig
 
 _registered = False
@@ -44,6 +49,8 @@ def register_configs() -> None:
         cs.store(group="schema/pruning", name=name, node=node)
     cs.store(group="schema/data", name="digits", node=DigitsDataConfig)
     cs.store(group="schema/data", name="synthetic", node=SyntheticDataConfig)
+    cs.store(group="schema/data", name="files", node=FilesDataConfig)
+    cs.store(group="schema/data", name="jets", node=JetsDataConfig)
     cs.store(group="schema/model", name="mlp", node=MLPConfig)
     cs.store(group="schema/model", name="cnn", node=CNNConfig)
     cs.store(group="schema/model", name="conv1d", node=Conv1dConfig)

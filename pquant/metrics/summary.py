@@ -12,12 +12,19 @@ def _fmt_count(value: float) -> str:
 
 
 def format_summary(report: dict, title: str, layers: list[str], footer: list[str]) -> str:
-    """A short table: accuracy, sparsity, bits, EBOPs, parameters, then one row per layer."""
+    """A short table: accuracy (or MSE, MAE, R^2 for regression), sparsity, bits, EBOPs,
+    parameters, then one row per layer."""
     r = report
     lines = [f"pquant summary -- {title}"]
-    acc = f"  accuracy     test {r.get('test/accuracy', float('nan')):.4f}"
-    acc += f"   val {r.get('val/accuracy', float('nan')):.4f}"
-    lines.append(acc)
+    nan = float("nan")
+    if "test/mse" in r or "val/mse" in r:  # regression
+        for key in ("mse", "mae", "r2"):
+            lines.append(f"  {key:<12} test {r.get(f'test/{key}', nan):.4f}"
+                         f"   val {r.get(f'val/{key}', nan):.4f}")
+    else:
+        acc = f"  accuracy     test {r.get('test/accuracy', nan):.4f}"
+        acc += f"   val {r.get('val/accuracy', nan):.4f}"
+        lines.append(acc)
     target = r.get("target/sparsity")
     sp = f"  sparsity     {r['sparsity/global']:.4f} global"
     if target is not None:

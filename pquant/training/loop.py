@@ -40,13 +40,15 @@ from pquant.pruning.base import EpochInfo, RoundInfo, Stage
 from pquant.quant.base import Quantizer
 from pquant.training.losses import CompressionLoss
 from pquant.training.targets import check_targets
+from pquant.training.task import build_loss, training_task
 
 log = logging.getLogger(__name__)
 
 EpochCallback = Callable[[dict[str, float], int], None]
 
 #: metrics shown next to the progress bar, with short labels
-_POSTFIX = (("train/loss", "loss"), ("val/accuracy", "val_acc"), ("sparsity/global", "sparsity"))
+_POSTFIX = (("train/loss", "loss"), ("val/accuracy", "val_acc"), ("val/mse", "val_mse"),
+            ("sparsity/global", "sparsity"))
 
 
 @dataclass
@@ -93,7 +95,9 @@ class _Trainer:
         self.model, self.s = model, s
         self.train_loader, self.val_loader = train_loader, val_loader
         self.device = device
-        self.loss_fn = loss_fn if loss_fn is not None else instantiate(s.training.loss)
+        if loss_fn is None:
+            loss_fn = build_loss(s.training, training_task(s.training))
+        self.loss_fn = loss_fn
         if optimizer is None:
             optimizer = instantiate(s.training.optimizer)(model.parameters())
         self.optimizer = optimizer
@@ -121,9 +125,11 @@ class _Trainer:
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device)
         n = 0
+        regression = False
         for x, y in self.train_loader:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             out = model(x)
+            regression = y.is_floating_point()
             loss = loss_fn(out, y)
             if compression is not None:
                 loss = compression(stage, loss)
@@ -135,8 +141,10 @@ class _Trainer:
                 if out.dim() == 2 and y.dim() == 1:
                     correct += (out.argmax(dim=1) == y).sum()
             n += len(y)
-        return {"train/loss": float(loss_sum) / max(n, 1),
-                "train/accuracy": float(correct) / max(n, 1)}
+        metrics = {"train/loss": float(loss_sum) / max(n, 1)}
+        if not regression:  # regression reports the loss only
+            metrics["train/accuracy"] = float(correct) / max(n, 1)
+        return metrics
 
     def _epoch(self, stage: Stage, epoch: int, num_epochs: int, rnd: int, bar) -> None:
         info = EpochInfo(stage, epoch, num_epochs, rnd, self.global_epoch)
@@ -270,7 +278,7 @@ def train_model(
         val_loader: optional iterable evaluated after every epoch (``val/*`` metrics).
         optimizer: defaults to ``training.optimizer`` instantiated on ``model.parameters()``.
         scheduler: defaults to ``training.scheduler`` (stepped once per epoch), if set.
-        loss_fn: defaults to ``training.loss``.
+        loss_fn: defaults to ``training.loss`` (null: the ``training.task``'s default loss).
         device: where to train; defaults to the device of the model's first parameter.
         on_epoch_end: called as ``fn(metrics, global_epoch)`` after every epoch.
         progress: show a progress bar per stage (default ``training.progress``; never when

@@ -19,12 +19,19 @@ def test_the_five_sections_are_groups():
 
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
-def test_option_composes_and_builds(compose, group, option):
-    cfg = compose([f"{group}={option}"])
+def test_option_composes_and_builds(compose, group, option, tmp_path):
+    extra = []
+    if group == "data" and option in ("files", "jets"):  # a generated local file, no network
+        from tests.data.make_files import jets_csv
+
+        extra = [f"data.path={jets_csv(tmp_path, n=100)}"]
+        extra += ["data.label=class"] if option == "files" else []
+    cfg = compose([f"{group}={option}", *extra])
     s = sections(cfg)
     assert s.training.epochs >= 0
     data = instantiate(cfg.data)
-    model = instantiate(cfg.model, input_size=data.num_features, output_size=data.num_classes)
+    model = instantiate(cfg.model, input_size=data.num_features,
+                        output_size=getattr(data, "num_outputs", data.num_classes))
     converted = add_compression_layers(model, cfg)
     converted(data.example_input(4))
     tracker = instantiate(cfg.tracking)
