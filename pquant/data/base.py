@@ -50,11 +50,6 @@ class ArrayDataModule:
         self.num_features = int(x.shape[1])
         self.num_classes = int(y.max()) + 1
 
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        """Per-sample input shape (no batch dimension)."""
-        return tuple(self.splits["train"][0].shape[1:])
-
     def loader(self, split: str, batch_size: int, *, shuffle: bool = False, seed: int = 0):
         x, y = self.splits[split]
         return TensorLoader(x, y, batch_size, shuffle=shuffle, seed=seed)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from pquant.quant.fixed_point import bit_width, format_range
+from pquant.quant.fixed_point import bit_width
 from pquant.quant.modes import OverflowMode, RoundMode, as_overflow_mode, as_round_mode
 
 
@@ -53,17 +53,3 @@ class QuantSpec:
     def with_(self, **changes) -> QuantSpec:
         """A copy with some fields replaced."""
         return replace(self, **changes)
-
-    def covers(self, other: QuantSpec) -> bool:
-        """True if every value of format ``other`` is exactly representable in ``self``.
-
-        Used to skip a quantizer whose input is known to come from ``other`` with a saturating
-        overflow mode: then the quantizer is the identity (value and straight-through gradient).
-        """
-        if not as_overflow_mode(other.overflow_mode).saturating:
-            return False
-        if self.f < other.f:
-            return False
-        lo_o, hi_o = format_range(other.k, other.i, other.f, other.overflow_mode)
-        lo_s, hi_s = format_range(self.k, self.i, self.f, self.overflow_mode)
-        return lo_s <= lo_o and hi_s >= hi_o
