@@ -154,11 +154,12 @@ class QuantizationConfig:
             kn = f"{path}.default_{kind}_keep_negatives"
             check_keep_negatives(kn, getattr(self, f"default_{kind}_keep_negatives"))
             spec = self.data_spec() if kind == "data" else self.weight_spec()
-            if self.enable_quantization and spec.bits < 1:
+            width = spec.k + spec.i + spec.f
+            if self.enable_quantization and width < 1:
                 raise ConfigError(
                     f"{path}: the default {kind} format must be at least 1 bit wide "
                     f"(keep_negatives + integer_bits + fractional_bits >= 1), got "
-                    f"k={spec.k}, i={spec.i}, f={spec.f} ({spec.bits} bits); set "
+                    f"k={spec.k}, i={spec.i}, f={spec.f} ({width} bits); set "
                     f"{path}.default_{kind}_integer_bits / _fractional_bits, or pick the "
                     f"8-bit preset with quantization=fixed"
                 )

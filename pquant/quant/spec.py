@@ -34,10 +34,10 @@ class QuantSpec:
         """Raise ``ValueError`` naming ``where`` if the format is not a usable fixed-point format."""
         if self.k not in (0, 1):
             raise ValueError(f"{where}: keep_negatives must be 0 or 1, got {self.k!r}")
-        if self.bits < 1:
+        if self.k + self.i + self.f < 1:
             raise ValueError(
                 f"{where}: total width k + i + f must be at least 1 bit, got "
-                f"k={self.k}, i={self.i}, f={self.f} ({self.bits} bits)"
+                f"k={self.k}, i={self.i}, f={self.f} ({self.k + self.i + self.f} bits)"
             )
         as_round_mode(self.round_mode)
         as_overflow_mode(self.overflow_mode)
