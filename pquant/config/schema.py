@@ -228,6 +228,8 @@ class FinetuningConfig:
     """Hyper-parameter search section (the reference's ``hpo_parameters``)."""
 
     experiment_name: str = "experiment_1"
+    #: MLflow registered-model name: each run that logs its model (tracking.log_model) adds a
+    #: version of it, pointing at the run's model_final.pt
     model_name: str = "example_model"
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     num_trials: int = 0
@@ -248,6 +250,8 @@ class TrackingConfig:
     uri: Optional[str] = None
     run_name: Optional[str] = None
     log_model: bool = True  #: log the final state dict as an artifact
+    #: registered-model name for the logged model (the mlflow preset: finetuning.model_name)
+    model_name: Optional[str] = None
     tags: dict[str, str] = field(default_factory=dict)  #: extra tags for every run
 
     def validate(self, path: str = "tracking") -> None:
