@@ -56,7 +56,7 @@ class TrainingConfig:
     optimizer: Any = field(default_factory=_adam)  #: partial optimizer (_target_, _partial_)
     scheduler: Any = None  #: optional partial LR scheduler, stepped once per epoch
     loss: Any = field(default_factory=_cross_entropy)  #: task loss (_target_)
-    progress: bool = True  #: progress bar per stage (quiet when stderr is not a TTY)
+    progress: bool = True  #: progress bar per stage (INFO log lines when stderr is not a TTY)
 
     def validate(self, path: str = "training") -> None:
         for name in ("epochs", "fine_tuning_epochs", "pretraining_epochs"):

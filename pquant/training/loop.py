@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -47,6 +48,9 @@ EpochCallback = Callable[[dict[str, float], int], None]
 
 #: metrics shown next to the progress bar, with short labels
 _POSTFIX = (("train/loss", "loss"), ("val/accuracy", "val_acc"), ("sparsity/global", "sparsity"))
+#: without a terminal, progress is an INFO log line: first and last epoch of a stage, and at
+#: most one every this many seconds in between
+PROGRESS_SECONDS = 10.0
 
 
 @dataclass
@@ -102,6 +106,9 @@ class _Trainer:
         self.scheduler = scheduler
         self.on_epoch_end = on_epoch_end
         self.progress = progress
+        self._log_lines = False  # progress as log lines (no terminal), set per stage
+        self._label = ""
+        self._last_line = 0.0
         self.layers = [m for m in model.modules()
                        if isinstance(m, CompressedWeightMixin) and m.pruning is not None]
         self.quantizers = [m for m in model.modules() if isinstance(m, Quantizer)]
@@ -161,10 +168,18 @@ class _Trainer:
         self.global_epoch += 1
         bar.update(1)
         bar.set_postfix({short: f"{metrics[k]:.3f}" for k, short in _POSTFIX if k in metrics})
+        now = time.monotonic()
+        if self._log_lines and (epoch in (0, num_epochs - 1)
+                                or now - self._last_line >= PROGRESS_SECONDS):
+            self._last_line = now
+            log.info("%s epoch %d/%d  %s", self._label, epoch + 1, num_epochs, "  ".join(
+                f"{short} {metrics[k]:.3f}" for k, short in _POSTFIX if k in metrics))
 
     def _stage(self, stage: Stage, num_epochs: int, rnd: int = 0, label: str | None = None):
         self._event(f"stage:{stage.name.lower()}" + (f":{rnd}" if stage is Stage.TRAINING else ""))
         disable = not self.progress or not sys.stderr.isatty() or num_epochs == 0
+        self._log_lines = bool(self.progress) and disable
+        self._label = label or stage.name.lower()
         with tqdm(total=num_epochs, desc=label or stage.name.lower(), disable=disable,
                   leave=False, dynamic_ncols=True) as bar:
             for epoch in range(num_epochs):
@@ -273,8 +288,9 @@ def train_model(
         loss_fn: defaults to ``training.loss``.
         device: where to train; defaults to the device of the model's first parameter.
         on_epoch_end: called as ``fn(metrics, global_epoch)`` after every epoch.
-        progress: show a progress bar per stage (default ``training.progress``; never when
-            stderr is not a terminal).
+        progress: show a progress bar per stage (default ``training.progress``); when stderr
+            is not a terminal, an INFO log line per epoch instead (the first and last of each
+            stage, and at most one every ``PROGRESS_SECONDS`` in between).
 
     Returns:
         :class:`TrainResult` with the per-epoch history and any target warnings.
