@@ -3,6 +3,7 @@
 ::
 
     for e in pretraining epochs:      on_epoch_start, train, evaluate, on_epoch_end
+    range check                        formats that cannot hold what a layer sees -> warnings
     on_pretraining_end                 (always, even with 0 pretraining epochs)
     for r in rounds:
         for e in epochs:               [snapshot weights at the start of save_weights_epoch, r=0]
@@ -39,6 +40,7 @@ from pquant.metrics.report import epoch_metrics
 from pquant.nn.weight_layer import CompressedWeightMixin
 from pquant.pruning.base import EpochInfo, RoundInfo, Stage
 from pquant.quant.base import Quantizer
+from pquant.quant.range_check import range_warnings
 from pquant.training.losses import CompressionLoss
 from pquant.training.targets import check_targets
 
@@ -221,6 +223,14 @@ class _Trainer:
             for h in handles:
                 h.remove()
 
+    def _example_batch(self) -> torch.Tensor | None:
+        """The first validation batch (no shuffling, no RNG consumed), for the range check."""
+        if self.val_loader is None:
+            return None
+        batch = next(iter(self.val_loader), None)
+        x = batch[0] if isinstance(batch, (tuple, list)) else None
+        return x.to(self.device) if isinstance(x, torch.Tensor) else None
+
     def _run(self) -> TrainResult:
         t = self.s.training
         try:
@@ -232,6 +242,9 @@ class _Trainer:
             self.result.warnings.append(message)
         self.model.to(self.device)
         self._stage(Stage.PRETRAINING, t.pretraining_epochs)
+        for message in range_warnings(self.model, self._example_batch()):
+            log.warning(message)
+            self.result.warnings.append(message)
         by_class: dict[type, list] = {}
         for layer in self.layers:
             by_class.setdefault(type(layer.pruning), []).append((layer.pruning, layer.weight))
