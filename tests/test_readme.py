@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -154,7 +155,8 @@ def _check_mlflow_ui(argv, cwd):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     server = subprocess.Popen([*argv, "--host", "127.0.0.1", "--port", str(port)], cwd=cwd,
-                              env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                              env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              start_new_session=True)  # its own group: the workers stop with it
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -167,5 +169,9 @@ def _check_mlflow_ui(argv, cwd):
                 assert time.monotonic() < deadline, "mlflow ui did not answer"
                 time.sleep(1)
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        os.killpg(server.pid, signal.SIGTERM)  # the group this test started
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=30)
