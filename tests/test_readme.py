@@ -131,6 +131,7 @@ def test_readme_commands_are_found():
 def test_readme_run_and_sweep_commands_in_order(tmp_path):
     """Every command exits 0 in one fresh directory. ``mlflow ui`` is a server that runs until
     stopped, so it is started and must answer instead."""
+    failed = []
     for argv in readme_commands():
         if argv[:2] == ["mlflow", "ui"]:
             _check_mlflow_ui(argv, tmp_path)
@@ -142,8 +143,9 @@ def test_readme_run_and_sweep_commands_in_order(tmp_path):
                 cmd += FEW_TRIALS
         result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=_env(),
                                 timeout=900)
-        assert result.returncode == 0, (" ".join(argv), result.stdout[-3000:],
-                                        result.stderr[-3000:])
+        if result.returncode != 0:  # go on: a later command may depend on nothing it made
+            failed.append((" ".join(argv), result.returncode, result.stderr[-2000:]))
+    assert not failed, failed
 
 
 def _check_mlflow_ui(argv, cwd):
