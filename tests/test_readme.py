@@ -104,7 +104,9 @@ def test_error_examples_match_real_output(tmp_path):
         assert result.stderr == expected + "\n", (command, result.stderr)
         assert result.returncode == 2, command
         last_rc = result.returncode
-    assert not (tmp_path / "outputs" / "mlflow.db").exists()  # no run, not even a store
+    from tests.config.test_cli_errors import mlflow_run_count
+
+    assert mlflow_run_count(tmp_path / "outputs" / "mlflow.db") == 0  # no run left behind
 
 
 # ----------------------------------------------------------------------------- run and sweep
