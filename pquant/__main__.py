@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import hydra
@@ -10,25 +11,45 @@ from omegaconf import DictConfig
 from pquant.config.compose import CONF_DIR
 from pquant.config.store import register_configs
 
+#: exit status of ``python -m pquant`` for every configuration error (one line on stderr)
+CONFIG_ERROR_EXIT = 2
+
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> dict:
     """One run; returns its report (sweepers read their objectives from it)."""
+    from pquant.config.errors import ConfigError
     from pquant.runner import run
 
-    return run(cfg)
+    try:
+        return run(cfg)
+    except ConfigError as exc:
+        if _single_run() and not os.environ.get("HYDRA_FULL_ERROR"):
+            _config_error(str(exc))  # one line, not Hydra's three
+        raise
+
+
+def _single_run() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.get().mode == RunMode.RUN
+
+
+def _config_error(message: str) -> None:
+    sys.stderr.write(message + "\n")
+    sys.exit(CONFIG_ERROR_EXIT)
 
 
 def cli() -> None:
     register_configs()
     overrides = _plain_overrides()
-    if overrides:
-        from pquant.config.cli_check import unknown_key_message
+    if overrides is not None and not os.environ.get("HYDRA_FULL_ERROR"):
+        from pquant.config.cli_check import composition_error_message
 
-        message = unknown_key_message(overrides)
+        message = composition_error_message(overrides)
         if message:
-            sys.stderr.write(message + "\n")
-            sys.exit(2)
+            _config_error(message)
     main()
 
 

@@ -109,9 +109,37 @@ def _accuracy_metric(rows: list[Row]) -> str:
     return "val/accuracy"
 
 
+#: metrics with a bounded range (error bars are clipped to it)
+BOUNDS = {"accuracy": (0.0, 1.0), "sparsity": (0.0, 1.0)}
+
+
+def metric_bounds(metric: str) -> tuple[float, float]:
+    """The range a metric can take (``val/accuracy`` -> [0, 1]); unbounded otherwise."""
+    return BOUNDS.get(metric.rsplit("/", 1)[-1], (-math.inf, math.inf))
+
+
+def clipped_error(mean: float, std: float, metric: str) -> tuple[float, float]:
+    """``(below, above)`` error-bar lengths: ``std`` each way, clipped to the metric's range."""
+    lo, hi = metric_bounds(metric)
+    return max(0.0, min(std, mean - lo)), max(0.0, min(std, hi - mean))
+
+
+def run_points(rows: list[Row], acc: str) -> list[tuple[float, float]]:
+    """``(EBOPs, accuracy)`` of every run that has both."""
+    return [(run["ebops/total"], run[acc]) for r in rows for run in r.runs
+            if "ebops/total" in run and acc in run]
+
+
+def front_runs(rows: list[Row], acc: str) -> set[int]:
+    """Indices (into ``rows``) of the groups with a run on the run-level Pareto front."""
+    owners = [i for i, r in enumerate(rows) for run in r.runs
+              if "ebops/total" in run and acc in run]
+    return {owners[j] for j in pareto(run_points(rows, acc))}
+
+
 def markdown_table(rows: list[Row], by: list[str]) -> str:
     acc = _accuracy_metric(rows)
-    front = set(pareto([(r.mean("ebops/total"), r.mean(acc)) for r in rows]))
+    front = front_runs(rows, acc)
     head = [*by, "runs", acc, "sparsity", "weight bits", "activation bits", "EBOPs", "Pareto"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for i, r in enumerate(rows):
@@ -132,8 +160,15 @@ def markdown_table(rows: list[Row], by: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(rows: list[Row], runs_by_row: bool, path: Path, title: str) -> None:
-    """Accuracy vs EBOPs (log), one colour per first grouping key, Pareto front drawn."""
+def plot(rows: list[Row], runs_by_row: bool, path: Path, title: str) -> dict:
+    """Accuracy vs EBOPs (log), one colour per first grouping key: group means with error bars
+    (std, clipped to the metric's range), the runs themselves when groups hold several, and the
+    Pareto front through the runs (not the means).
+
+    Returns:
+        What was drawn: ``front`` (the front's ``(EBOPs, accuracy)`` points, by EBOPs) and
+        ``bars`` (per group label: ``(mean, below, above)`` of the accuracy error bar).
+    """
     os.environ.setdefault("MPLBACKEND", "Agg")
     import matplotlib
 
@@ -144,19 +179,22 @@ def plot(rows: list[Row], runs_by_row: bool, path: Path, title: str) -> None:
     fig, ax = plt.subplots(figsize=(7.5, 5))
     colours = plt.get_cmap("tab10")
     labels = sorted({r.key[0] for r in rows})
+    bars = {}
     for r in rows:
         colour = colours(labels.index(r.key[0]) % 10)
         if runs_by_row:
             ax.scatter([x["ebops/total"] for x in r.runs if "ebops/total" in x],
                        [x.get(acc, float("nan")) for x in r.runs if "ebops/total" in x],
                        color=colour, alpha=0.35, s=18)
-        ax.errorbar(r.mean("ebops/total"), r.mean(acc), yerr=r.std(acc), fmt="o",
+        below, above = clipped_error(r.mean(acc), r.std(acc), acc)
+        bars[" / ".join(r.key)] = (r.mean(acc), below, above)
+        ax.errorbar(r.mean("ebops/total"), r.mean(acc), yerr=[[below], [above]], fmt="o",
                     color=colour, ms=8, capsize=3, label=" / ".join(r.key))
-    points = [(r.mean("ebops/total"), r.mean(acc)) for r in rows]
+    points = run_points(rows, acc)
     front = sorted((points[i] for i in pareto(points)), key=lambda p: p[0])
     if front:
         ax.plot([p[0] for p in front], [p[1] for p in front], "k--", lw=1.2,
-                label="Pareto front")
+                label="Pareto front (runs)")
         ax.scatter([p[0] for p in front], [p[1] for p in front], s=160, facecolors="none",
                    edgecolors="k", linewidths=1.4)
     ax.set_xscale("log")
@@ -168,6 +206,7 @@ def plot(rows: list[Row], runs_by_row: bool, path: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return {"front": front, "bars": bars}
 
 
 def compare(experiment: str, out: str | Path, *, tracking_uri: str | None = None,

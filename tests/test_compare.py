@@ -51,3 +51,33 @@ def test_per_run_rows(store, tmp_path):
     table, _ = compare("cmp", tmp_path / "out2", tracking_uri=store, per_run=True)
     rows = [line for line in table.read_text().splitlines() if line.startswith("| pdp")]
     assert len(rows) == 2
+
+
+def test_plot_front_through_runs_and_bars_clipped(tmp_path):
+    """Group means would put 'b' on the front; the runs say 'a' (one run at 0.99, 100 EBOPs)
+    dominates. The std bar of 'a' (mean 0.895, std 0.134) would pass 1.0: clipped."""
+    from pquant.compare import Row, clipped_error, plot
+
+    a = Row(("a",), [{"test/accuracy": 0.99, "ebops/total": 100.0},
+                     {"test/accuracy": 0.80, "ebops/total": 120.0}])
+    b = Row(("b",), [{"test/accuracy": 0.92, "ebops/total": 105.0}])
+    c = Row(("c",), [{"test/accuracy": 0.995, "ebops/total": 400.0}])
+    drawn = plot([a, b, c], True, tmp_path / "p.png", "t")
+    assert drawn["front"] == [(100.0, 0.99), (400.0, 0.995)]
+    mean, below, above = drawn["bars"]["a"]
+    assert mean == pytest.approx(0.895)
+    assert below == pytest.approx(a.std("test/accuracy")) and mean + above == pytest.approx(1.0)
+    assert drawn["bars"]["b"] == (0.92, 0.0, 0.0)
+    assert clipped_error(0.02, 0.05, "val/accuracy") == pytest.approx((0.02, 0.05))
+    assert clipped_error(5e3, 7e3, "ebops/total") == (7e3, 7e3)  # unbounded metric
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_table_pareto_marks_groups_with_a_front_run(tmp_path):
+    from pquant.compare import Row, markdown_table
+
+    a = Row(("a",), [{"test/accuracy": 0.99, "ebops/total": 100.0},
+                     {"test/accuracy": 0.80, "ebops/total": 120.0}])
+    b = Row(("b",), [{"test/accuracy": 0.92, "ebops/total": 105.0}])
+    lines = markdown_table([a, b], ["pruning"]).splitlines()
+    assert lines[2].rstrip().endswith("yes |") and not lines[3].rstrip().endswith("yes |")

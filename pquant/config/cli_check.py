@@ -38,6 +38,44 @@ def plain_overrides(argv: Sequence[str]) -> list[str] | None:
     return out
 
 
+def composition_error_message(overrides: Sequence[str]) -> str | None:
+    """One line explaining why the overrides do not compose, or None if they do."""
+    from pquant.config.compose import load_config
+
+    try:
+        load_config(overrides)
+        return None
+    except Exception as exc:  # noqa: BLE001 - every composition failure is reported as one line
+        unknown = unknown_key_message(overrides) if _NOT_IN.search(str(exc)) else None
+        return unknown or one_line(exc)
+
+
+_INVALID = re.compile(r"Invalid value '(.*)', expected one of (\[.*\])")
+_CONVERT = re.compile(r"Value '(.*)' of type '\w+' could not be converted to (\w+)")
+_MISSING = re.compile(r"Could not find '([^'/]+)/([^']+)'")
+
+
+def one_line(exc: BaseException) -> str:
+    """A composition error (Hydra/OmegaConf) as one line: the setting, what is allowed, what was
+    given."""
+    cause = exc.__cause__
+    key = getattr(cause, "full_key", None)
+    if key:
+        msg = str(getattr(cause, "msg", cause)).splitlines()[0]
+        if match := _INVALID.search(msg):
+            return f"{key} must be one of {match.group(2)}, got '{match.group(1)}'"
+        if match := _CONVERT.search(msg):
+            return f"{key} must be of type {match.group(2)}, got '{match.group(1)}'"
+        return f"{key}: {msg}"
+    text = str(exc)
+    if match := _MISSING.search(text):
+        group, name = match.groups()
+        options = re.findall(r"^\t(\S+)$", text.split("Config search path")[0], re.M)
+        return f"{group} must be one of [{', '.join(options)}], got '{name}'"
+    lines = [line.strip() for line in text.split("Config search path")[0].splitlines()]
+    return " ".join(line for line in lines if line)
+
+
 def unknown_key_message(overrides: Sequence[str]) -> str | None:
     """A one-paragraph explanation if an override names an unknown key, else None."""
     from pquant.config.compose import load_config

@@ -73,6 +73,13 @@ def validate_layer_specific(table: Mapping, path: str = "quantization.layer_spec
                     _enum_name(key_path, value, Granularity)
                 elif key == "quantize" and not isinstance(value, bool):
                     raise fail(key_path, "be true or false", value)
+            if all(k in values for k in FORMAT_KEYS[:3]):
+                width = sum(int(values[k]) for k in FORMAT_KEYS[:3])
+                if width < 1:
+                    raise fail(f"{where}.{section}", "be a format at least 1 bit wide "
+                               "(keep_negatives + integer_bits + fractional_bits >= 1)",
+                               f"{width} bits from " + ", ".join(
+                                   f"{k}={values[k]}" for k in FORMAT_KEYS[:3]))
 
 
 class LayerOverrides:

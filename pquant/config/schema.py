@@ -55,7 +55,7 @@ class TrainingConfig:
     loss: Any = None
     #: auto (from the loss, else the data) | classification | regression
     task: str = "auto"
-    progress: bool = True  #: progress bar per stage (quiet when stderr is not a TTY)
+    progress: bool = True  #: progress bar per stage (INFO log lines when stderr is not a TTY)
 
     def validate(self, path: str = "training") -> None:
         for name in ("epochs", "fine_tuning_epochs", "pretraining_epochs"):
@@ -156,11 +156,12 @@ class QuantizationConfig:
             kn = f"{path}.default_{kind}_keep_negatives"
             check_keep_negatives(kn, getattr(self, f"default_{kind}_keep_negatives"))
             spec = self.data_spec() if kind == "data" else self.weight_spec()
-            if self.enable_quantization and spec.bits < 1:
+            width = spec.k + spec.i + spec.f
+            if self.enable_quantization and width < 1:
                 raise ConfigError(
                     f"{path}: the default {kind} format must be at least 1 bit wide "
                     f"(keep_negatives + integer_bits + fractional_bits >= 1), got "
-                    f"k={spec.k}, i={spec.i}, f={spec.f} ({spec.bits} bits); set "
+                    f"k={spec.k}, i={spec.i}, f={spec.f} ({width} bits); set "
                     f"{path}.default_{kind}_integer_bits / _fractional_bits, or pick the "
                     f"8-bit preset with quantization=fixed"
                 )
@@ -236,6 +237,8 @@ class FinetuningConfig:
     """Hyper-parameter search section (the reference's ``hpo_parameters``)."""
 
     experiment_name: str = "experiment_1"
+    #: MLflow registered-model name: each run that logs its model (tracking.log_model) adds a
+    #: version of it, pointing at the run's model_final.pt
     model_name: str = "example_model"
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     num_trials: int = 0
@@ -256,6 +259,8 @@ class TrackingConfig:
     uri: Optional[str] = None
     run_name: Optional[str] = None
     log_model: bool = True  #: log the final state dict as an artifact
+    #: registered-model name for the logged model (the mlflow preset: finetuning.model_name)
+    model_name: Optional[str] = None
     tags: dict[str, str] = field(default_factory=dict)  #: extra tags for every run
 
     def validate(self, path: str = "tracking") -> None:

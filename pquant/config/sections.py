@@ -15,9 +15,11 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from pquant.config.errors import ConfigError
+from pquant.config.extra_keys import check_section_keys, check_top_level
 from pquant.config.schema import (
     FinetuningConfig,
     FitCompressConfig,
+    PQuantConfig,
     QuantizationConfig,
     TrainingConfig,
 )
@@ -86,6 +88,7 @@ def _pruning_object(node):
     if isinstance(node, DictConfig):
         node_type = OmegaConf.get_type(node)
         if isinstance(node_type, type) and issubclass(node_type, PruningConfig):
+            check_section_keys("pruning", node, node_type)
             return OmegaConf.to_object(node)
     schemas = pruning_schemas()
     method = (node or {}).get("pruning_method") if hasattr(node, "get") else None
@@ -93,12 +96,17 @@ def _pruning_object(node):
         raise ConfigError(
             f"pruning.pruning_method must be one of {sorted(schemas)}, got {method!r}"
         )
+    check_section_keys("pruning", node, schemas[method])
     return _to_object("pruning", node, schemas[method])
 
 
 def sections(cfg) -> Sections:
     """Validated dataclass views of ``cfg``'s sections (raises :class:`ConfigError`)."""
     get = cfg.get if hasattr(cfg, "get") else (lambda key, default=None: default)
+    if isinstance(cfg, DictConfig) and OmegaConf.get_type(cfg) is PQuantConfig:
+        check_top_level(cfg, PQuantConfig)  # a composed config (not a dict of some sections)
+    for name, schema in _SIMPLE.items():
+        check_section_keys(name, get(name), schema)
     objs = {name: _to_object(name, get(name), schema) for name, schema in _SIMPLE.items()}
     result = Sections(pruning=_pruning_object(get("pruning")), **objs)
     result.training.validate("training")

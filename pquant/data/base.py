@@ -46,11 +46,6 @@ class DataModule:
                 num_classes = max(int(y.max()) for _, y in self.splits.values()) + 1
             self.num_classes = self.num_outputs = int(num_classes)
 
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        """Per-sample input shape (no batch dimension)."""
-        return tuple(self.splits["train"][0].shape[1:])
-
     def loader(self, split: str, batch_size: int, *, shuffle: bool = False, seed: int = 0):
         x, y = self.splits[split]
         return TensorLoader(x, y, batch_size, shuffle=shuffle, seed=seed)

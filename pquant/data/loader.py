@@ -43,7 +43,3 @@ class TensorLoader:
             x, y = self.x, self.y
         for start in range(0, n, self.batch_size):
             yield x[start:start + self.batch_size], y[start:start + self.batch_size]
-
-    @property
-    def dataset_size(self) -> int:
-        return len(self.x)

@@ -6,6 +6,7 @@ import numpy as np
 from sklearn.datasets import make_classification, make_regression
 
 from pquant.config.checks import check_choice
+from pquant.config.errors import ConfigError
 from pquant.data.base import TASKS, ArrayDataModule
 
 
@@ -20,6 +21,9 @@ class SyntheticData(ArrayDataModule):
                  task: str = "auto", n_targets: int = 1, noise: float = 0.1) -> None:
         check_choice("data.task", task, ("auto", *TASKS))
         task = "classification" if task == "auto" else task
+        if task == "classification" and n_classes < 2:
+            raise ConfigError(f"data.n_classes must be >= 2 (a classifier needs at least two "
+                              f"classes), got {n_classes}")
         if task == "regression":
             x, y = make_regression(n_samples=n_samples, n_features=n_features,
                                    n_informative=max(1, n_features // 2), n_targets=n_targets,

@@ -16,8 +16,6 @@ minimise them. Bit tensors may be scalars (per tensor) or per element/channel/fe
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 LUT_SCALE = 1e-4
@@ -118,7 +116,3 @@ def lut_cost(input_bits, output_bits, sample_shape: tuple[int, ...],
     b_in = _per_element(input_bits, sample_shape, channel_dim)
     b_out = _per_element(output_bits, sample_shape, channel_dim)
     return LUT_SCALE * (torch.exp2(b_in) * b_out).sum()
-
-
-def positions_of(shape: tuple[int, ...]) -> int:
-    return math.prod(shape) if shape else 1

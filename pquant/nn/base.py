@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from pquant.quant.base import Quantizer
 
@@ -106,6 +105,3 @@ class PQModule:
                 setattr(self, f"{role}_quantizer", frozen)
         self.finalized = True
 
-
-def is_pq(module: nn.Module) -> bool:
-    return isinstance(module, PQModule)

@@ -75,6 +75,13 @@ class ConversionReport:
 
 
 _ALL = ("weight", "bias", "input", "output")
+
+
+def _where(name: str, role: str, values) -> str:
+    """Which setting a layer's format comes from, for error messages."""
+    if any(key in values for key in ("keep_negatives", "integer_bits", "fractional_bits")):
+        return f"quantization.layer_specific for layer {name} ({role})"
+    return f"{name} ({role})"
 _IO = ("input", "output")
 
 
@@ -119,7 +126,7 @@ class LayerFactory:
         default = q.quantize_input if role == "input" else q.quantize_output
         if not self.quantize or not values.get("quantize", default):
             return None
-        spec = self._checked(apply_overrides(base, values), f"{name} ({role})")
+        spec = self._checked(apply_overrides(base, values), _where(name, role, values))
         fshape = None
         if flow is not None and flow.features and flow.layout:
             fshape = feature_shape(flow.features, flow.layout)
@@ -133,7 +140,7 @@ class LayerFactory:
         if param is None or not self.quantize:
             return None
         values = sections.get(role, {})
-        spec = self._checked(apply_overrides(base, values), f"{name} ({role})")
+        spec = self._checked(apply_overrides(base, values), _where(name, role, values))
         granularity = self.s.quantization.granularity
         if role == "bias" and not self.hgq:
             # fixed point: one bias format per tensor unless a layer asks otherwise (the range

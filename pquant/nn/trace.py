@@ -116,12 +116,4 @@ def analyse_dataflow(model: nn.Module) -> list[str]:
     return findings
 
 
-def is_traceable(model: nn.Module) -> bool:
-    try:
-        _Tracer().trace(model)
-    except Exception:  # noqa: BLE001
-        return False
-    return True
-
-
-__all__ = ["analyse_dataflow", "is_traceable"]
+__all__ = ["analyse_dataflow"]

@@ -141,9 +141,6 @@ class CompressedWeightMixin(PQModule):
     def effective_weight(self) -> torch.Tensor | None:
         return self.effective_params()[0]
 
-    def effective_bias(self) -> torch.Tensor | None:
-        return self.effective_params()[1]
-
     def hard_mask(self) -> torch.Tensor:
         """Binary mask of kept weights (ones when the layer is not pruned)."""
         if self.pruning is None:

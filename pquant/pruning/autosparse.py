@@ -8,7 +8,8 @@ with a learnable ``t`` (per layer / output unit / weight, initialised to ``thres
 Pruned weights (``|w| <= sigmoid(t)``) still receive ``alpha`` times their gradient ("gradient
 annealing"); ``alpha`` decays over each training round as ``alpha0 * max(cos, sigmoid)`` and is 0
 from ``alpha_reset_epoch`` on. The threshold learns during the first ``autotune_epochs`` epochs of
-each round and is then frozen. ``backward_sparsity`` gives pruned weights no gradient at all.
+each round and is then frozen; meanwhile ``threshold_decay * sum(sigmoid(t)**2)`` decays the cut.
+``backward_sparsity`` gives pruned weights no gradient at all.
 Fine-tuning keeps the same soft-thresholded weights, with the mask and threshold frozen (the
 reference switches to unshrunk ``w * mask``, a jump of ``sigmoid(t)`` in every kept weight).
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -29,6 +31,10 @@ from pquant.pruning.thresholds import ThresholdType
 @dataclass
 class AutoSparseConfig(PruningConfig):
     """AutoSparse settings (reference names and defaults)."""
+
+    THRESHOLD_DECAY: ClassVar[str] = (
+        "L2 decay of the learned cut, threshold_decay * sum(sigmoid(t)**2), while the threshold "
+        "learns (the first autotune_epochs of a round): keeps the cut from growing")
 
     _target_: str = "pquant.pruning.autosparse.AutoSparse"
     pruning_method: str = "autosparse"
@@ -109,6 +115,13 @@ class AutoSparse(PruningMethod):
             cut = torch.sigmoid(self.threshold.detach())
             return (rows.abs() > cut).to(weight.dtype).view_as(weight)
         return self.mask.to(weight.dtype)
+
+    def extra_loss(self) -> torch.Tensor | None:
+        """``threshold_decay * sum(sigmoid(t)**2)`` while the threshold learns, else None."""
+        if self.config.threshold_decay == 0 or not self._tuning or self.stage is not \
+                Stage.TRAINING:
+            return None
+        return self.config.threshold_decay * torch.sigmoid(self.threshold).square().sum()
 
     def on_epoch_start(self, info: EpochInfo) -> None:
         if info.stage is Stage.TRAINING:

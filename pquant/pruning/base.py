@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from enum import IntEnum
+from typing import ClassVar
 
 import torch
 from omegaconf import MISSING
@@ -72,13 +73,22 @@ class RoundInfo:
 
 @dataclass
 class PruningConfig:
-    """Fields shared by every pruning method (reference names and defaults)."""
+    """Fields shared by every pruning method (reference names and defaults).
+
+    ``threshold_decay`` weighs a decay term on the method's thresholds or scores, added to the
+    loss in the TRAINING stage; each method documents its term in :attr:`THRESHOLD_DECAY`.
+    Methods without thresholds or scores that train (``THRESHOLD_DECAY`` empty) refuse a
+    non-zero value.
+    """
+
+    #: what ``threshold_decay`` does for this method ("" : nothing, a non-zero value is refused)
+    THRESHOLD_DECAY: ClassVar[str] = ""
 
     _target_: str = MISSING  #: the per-layer PruningMethod class
     pruning_method: str = MISSING  #: must equal the method's own name (the group option)
     enable_pruning: bool = True
     disable_pruning_for_layers: list[str] = field(default_factory=list)
-    threshold_decay: float = 0.0
+    threshold_decay: float = 0.0  #: weight of the method's decay term (see THRESHOLD_DECAY)
 
     @classmethod
     def method_name(cls) -> str:
@@ -96,10 +106,23 @@ class PruningConfig:
             )
         if self.threshold_decay < 0:
             raise fail(f"{path}.threshold_decay", "be >= 0", self.threshold_decay)
+        if self.threshold_decay != 0 and not self.THRESHOLD_DECAY:
+            readers = sorted(name for name, cls in _config_classes().items()
+                             if cls.THRESHOLD_DECAY)
+            raise fail(f"{path}.threshold_decay",
+                       f"be 0 with pruning={own}: it has no thresholds or scores that train, "
+                       f"so there is nothing to decay (methods that read it: "
+                       f"{', '.join(readers)})", self.threshold_decay)
 
     def schedule_warnings(self, training, batches_per_epoch: int | None = None) -> list[str]:
         """Human-readable reasons why the schedule in ``training`` cannot meet the target."""
         return []
+
+
+def _config_classes() -> dict[str, type[PruningConfig]]:
+    from pquant.config.sections import pruning_schemas
+
+    return pruning_schemas()
 
 
 def observation_window_warning(what: str, t_start: int, t_delta: int, training,

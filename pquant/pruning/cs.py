@@ -16,6 +16,7 @@ the training and fine-tuning forwards agree in scale (the reference scales kept 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -27,6 +28,10 @@ from pquant.pruning.base import EpochInfo, PruningConfig, PruningMethod, RoundIn
 @dataclass
 class CSConfig(PruningConfig):
     """Continuous Sparsification settings (reference names and defaults)."""
+
+    THRESHOLD_DECAY: ClassVar[str] = (
+        "L1 of the soft mask, threshold_decay * sum(sigmoid(beta * s)): pushes the mask logits "
+        "down, towards sparsity (the paper's penalty)")
 
     _target_: str = "pquant.pruning.cs.ContinuousSparsification"
     pruning_method: str = "cs"

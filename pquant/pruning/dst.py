@@ -9,12 +9,14 @@ The step's derivative is replaced by the paper's long-tailed estimate (2 - 4|u| 
 |u| = 1, 0 beyond), so both the weights and the thresholds learn. ``alpha * sum exp(-t)`` pushes
 thresholds up. If a layer would lose ``max_pruning_pct`` or more of its weights, its thresholds
 are reset to 0 (the paper's collapse guard) -- decided on the device, without a host sync.
+``threshold_decay`` adds an L2 decay ``threshold_decay * sum(t**2)`` of the thresholds.
 Fine-tuning freezes the mask.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -27,6 +29,10 @@ from pquant.pruning.thresholds import ThresholdType
 @dataclass
 class DSTConfig(PruningConfig):
     """DST settings (reference names and defaults)."""
+
+    THRESHOLD_DECAY: ClassVar[str] = (
+        "L2 decay of the trainable thresholds, threshold_decay * sum(t**2): pulls them back "
+        "towards 0 against alpha's push, bounding how much the layer prunes")
 
     _target_: str = "pquant.pruning.dst.DynamicSparseTraining"
     pruning_method: str = "dst"
@@ -131,9 +137,13 @@ class DynamicSparseTraining(PruningMethod):
         return self.mask.to(weight.dtype)
 
     def extra_loss(self) -> torch.Tensor | None:
-        if self.config.alpha == 0:
-            return None
-        return self.config.alpha * torch.exp(-self.threshold).sum()
+        """``alpha * sum(exp(-t)) + threshold_decay * sum(t**2)`` (None when both are 0)."""
+        terms = []
+        if self.config.alpha != 0:
+            terms.append(self.config.alpha * torch.exp(-self.threshold).sum())
+        if self.config.threshold_decay != 0:
+            terms.append(self.config.threshold_decay * self.threshold.square().sum())
+        return sum(terms[1:], terms[0]) if terms else None
 
     def on_finetuning_start(self, weight: torch.Tensor) -> None:
         if self.stage is Stage.TRAINING:

@@ -19,6 +19,9 @@ Metrics (``metric_type``), with ``s`` = ``target_sparsity``:
 * ``StructuredSparsity``: the same on groups of ``rf`` consecutive weights of each output row
   (group L2 norms instead of magnitudes) -- it has a gradient, unlike the reference's indicator.
 
+``threshold_decay`` adds ``threshold_decay * sum(u**2)`` over the magnitudes (or group norms)
+``u <= epsilon``: an L2 decay of the pruned weights.
+
 The mask is ``|w| > epsilon`` (per weight, or per group for the structured metric) in training,
 and the same mask is frozen when fine-tuning starts; the constraint is then switched off.
 """
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -63,6 +67,10 @@ SMOOTH_SHARPNESS = 100.0
 @dataclass
 class MDMMConfig(PruningConfig):
     """MDMM settings (reference names and defaults, plus ``constraint_lr``)."""
+
+    THRESHOLD_DECAY: ClassVar[str] = (
+        "L2 decay of the pruned scores, threshold_decay * sum(u**2) over the magnitudes (group "
+        "norms) u <= epsilon: keeps pruned weights at zero instead of hovering at the threshold")
 
     _target_: str = "pquant.pruning.mdmm.MDMM"
     pruning_method: str = "mdmm"
@@ -167,9 +175,18 @@ class MDMM(PruningMethod):
 
     # ------------------------------------------------------------------ constraint
     def extra_loss(self) -> torch.Tensor | None:
-        """The MDMM penalty for the forward just run; then the explicit multiplier step."""
-        if self._last_weight is None or self.config.scale == 0:
+        """The MDMM penalty for the forward just run (then the explicit multiplier step), plus
+        the ``threshold_decay`` term."""
+        if self._last_weight is None:
             return None
+        decay = None
+        if self.config.threshold_decay != 0:
+            units = self._units(self._last_weight[0])
+            pruned = (units.detach() <= self.config.epsilon).to(units.dtype)
+            decay = self.config.threshold_decay * (units.square() * pruned).sum()
+        if self.config.scale == 0:
+            self._last_weight = None
+            return decay
         (weight,) = self._last_weight
         h = self.infeasibility(self.metric(weight))
         lam = (_ReverseGrad.apply(self.multiplier) if self.config.use_grad
@@ -179,7 +196,7 @@ class MDMM(PruningMethod):
             with torch.no_grad():
                 self.multiplier.add_(self.config.constraint_lr * self.config.scale * h.detach())
         self._last_weight = None
-        return penalty
+        return penalty if decay is None else penalty + decay
 
     def on_finetuning_start(self, weight: torch.Tensor) -> None:
         if self.stage is Stage.TRAINING:

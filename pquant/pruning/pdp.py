@@ -11,6 +11,9 @@ linearly, ``r = min(1, epsilon * (e + 1)) * sparsity`` at epoch ``e`` of each ro
 sparsity is reached after ``ceil(1 / epsilon)`` epochs. The stored mask follows the soft mask at
 every epoch end and is hardened (``m >= 0.5``) when fine-tuning starts; from then on it is frozen.
 
+``threshold_decay`` adds ``threshold_decay * sum(score * (1 - m))`` to the loss (``m`` held
+constant): an L2 decay of the weights the mask is removing.
+
 The threshold is an exact order statistic (numpy's vectorised sort on CPU, ``kthvalue`` on other
 devices), computed once per forward.
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +40,10 @@ LOGIT_CLIP = 30.0
 @dataclass
 class PDPConfig(PruningConfig):
     """PDP settings (reference names and defaults)."""
+
+    THRESHOLD_DECAY: ClassVar[str] = (
+        "L2 decay of the scores being pruned, threshold_decay * sum(score * (1 - m)) with the "
+        "soft mask m held constant: drives the weights (units) below the threshold to zero")
 
     _target_: str = "pquant.pruning.pdp.PDP"
     pruning_method: str = "pdp"
@@ -88,6 +96,8 @@ class PDP(PruningMethod):
         self._target = float(config.sparsity)
         self.register_load_state_dict_post_hook(_refresh_ratio)
         self.masks_bias = config.structured_pruning
+        # (weight,) of the last training forward, for the threshold_decay term
+        self._last_weight: tuple[torch.Tensor] | None = None
 
     def prune_bias(self, bias: torch.Tensor) -> torch.Tensor:
         """Structured: a removed unit's bias goes too (the reference keeps emitting it)."""
@@ -129,9 +139,24 @@ class PDP(PruningMethod):
         logits = torch.sub(scores, threshold).mul_(1.0 / self.config.temperature)
         return torch.sigmoid(F.hardtanh(logits, -LOGIT_CLIP, LOGIT_CLIP))
 
+    def _remember(self, weight: torch.Tensor) -> None:
+        if self.config.threshold_decay != 0 and torch.is_grad_enabled():
+            self._last_weight = (weight,)
+
+    def extra_loss(self) -> torch.Tensor | None:
+        """``threshold_decay * sum(score * (1 - m))`` for the last training forward."""
+        if self._last_weight is None:
+            return None
+        (weight,) = self._last_weight
+        self._last_weight = None
+        with torch.no_grad():
+            dropping = 1.0 - self.soft_mask(weight.detach())
+        return self.config.threshold_decay * (self._scores(weight) * dropping).sum()
+
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         stage = self._stage_cache
         if stage is Stage.TRAINING:
+            self._remember(weight)
             if self.config.structured_pruning or not torch.is_grad_enabled():
                 return weight * self.soft_mask(weight)
             ext = kernels.get()
@@ -156,6 +181,7 @@ class PDP(PruningMethod):
         if stage is Stage.TRAINING:
             if self.config.structured_pruning or not torch.is_grad_enabled():
                 return self.forward(weight), None, None
+            self._remember(weight)
             n_prune = self._n_prune(weight.numel())
             if n_prune <= 0:
                 return weight, None, None

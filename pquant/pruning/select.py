@@ -31,11 +31,3 @@ def midpoint_threshold(values: torch.Tensor, n_below: int) -> float | torch.Tens
     low = torch.kthvalue(flat, n_below).values
     high = torch.kthvalue(flat, n_below + 1).values
     return high - (high - low) * 0.5
-
-
-def kth_smallest(values: torch.Tensor, k: int) -> float | torch.Tensor:
-    """The ``k``-th smallest value (1-based), as :func:`midpoint_threshold` returns values."""
-    flat = values.detach().reshape(-1)
-    if flat.device.type == "cpu":
-        return float(np.partition(flat.numpy(), k - 1)[k - 1])
-    return torch.kthvalue(flat, k).values

@@ -107,14 +107,13 @@ class RangeSplitQuantizer(_SplitBase):
                 kernels.ROUND_INDEX[self.round_mode], self.granularity is Granularity.per_channel)
         return spec
 
-    def frozen_for(self, x: torch.Tensor):
-        from pquant.quant.quantizer import FixedPointQuantizer
-
-        i, f = self.split(x)
-        q = FixedPointQuantizer(self.k_value, 0, 0, self.round_mode, self.overflow_mode,
-                                shape=tuple(i.shape))
-        q.set_format(i=i, f=f)
-        return q
+    def frozen(self) -> RangeSplitQuantizer:
+        """A copy with the same settings: the split is a pure function of the input (no learned
+        or running state), so the quantizer already behaves as in eval and finalisation keeps
+        it. (Weight layers never reach here: finalisation bakes their quantized weights.)"""
+        q = RangeSplitQuantizer(self.k_value, self.width, self.round_mode, self.overflow_mode,
+                                self.granularity)
+        return q.to(self.k.device)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, {self.granularity.name}"

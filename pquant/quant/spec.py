@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from pquant.quant.fixed_point import bit_width, check_wrap_sm_signed, format_range
-from pquant.quant.modes import OverflowMode, RoundMode, as_overflow_mode, as_round_mode
+from pquant.quant.fixed_point import bit_width, check_wrap_sm_signed
+from pquant.quant.modes import OverflowMode, RoundMode, as_round_mode
 
 
 @dataclass
@@ -34,10 +34,10 @@ class QuantSpec:
         """Raise ``ValueError`` naming ``where`` if the format is not a usable fixed-point format."""
         if self.k not in (0, 1):
             raise ValueError(f"{where}: keep_negatives must be 0 or 1, got {self.k!r}")
-        if self.bits < 1:
+        if self.k + self.i + self.f < 1:
             raise ValueError(
                 f"{where}: total width k + i + f must be at least 1 bit, got "
-                f"k={self.k}, i={self.i}, f={self.f} ({self.bits} bits)"
+                f"k={self.k}, i={self.i}, f={self.f} ({self.k + self.i + self.f} bits)"
             )
         as_round_mode(self.round_mode)
         check_wrap_sm_signed(self.k, self.overflow_mode, where)
@@ -53,17 +53,3 @@ class QuantSpec:
     def with_(self, **changes) -> QuantSpec:
         """A copy with some fields replaced."""
         return replace(self, **changes)
-
-    def covers(self, other: QuantSpec) -> bool:
-        """True if every value of format ``other`` is exactly representable in ``self``.
-
-        Used to skip a quantizer whose input is known to come from ``other`` with a saturating
-        overflow mode: then the quantizer is the identity (value and straight-through gradient).
-        """
-        if not as_overflow_mode(other.overflow_mode).saturating:
-            return False
-        if self.f < other.f:
-            return False
-        lo_o, hi_o = format_range(other.k, other.i, other.f, other.overflow_mode)
-        lo_s, hi_s = format_range(self.k, self.i, self.f, self.overflow_mode)
-        return lo_s <= lo_o and hi_s >= hi_o

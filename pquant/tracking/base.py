@@ -23,14 +23,17 @@ class Tracker:
         run_name: display name of runs (None: the caller's default).
         log_model: whether to store the final state dict as an artifact.
         tags: extra tags for every run (``tracking.tags``; sweeps add the trial number).
+        model_name: registered-model name for the logged model (``finetuning.model_name``;
+            None: the model is logged as a run artifact only).
     """
 
     enabled = False
 
     def __init__(self, experiment_name: str = "pquant", uri: str | None = None,
                  run_name: str | None = None, log_model: bool = True,
-                 tags: Mapping[str, str] | None = None) -> None:
+                 tags: Mapping[str, str] | None = None, model_name: str | None = None) -> None:
         self.experiment_name = experiment_name
+        self.model_name = model_name
         self.uri = uri
         self.run_name = run_name
         self.log_model = log_model

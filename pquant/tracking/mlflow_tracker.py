@@ -14,6 +14,8 @@ log = logging.getLogger(__name__)
 
 MAX_PARAM_VALUE = 6000
 FLUSH_SECONDS = 2.0
+#: the finalised model the runner logs; with ``model_name`` it becomes a registered-model version
+FINAL_MODEL_FILE = "model_final.pt"
 
 
 def start_dir() -> Path:
@@ -53,8 +55,8 @@ class MlflowTracker(Tracker):
 
     def __init__(self, experiment_name: str = "pquant", uri: str | None = None,
                  run_name: str | None = None, log_model: bool = True,
-                 tags: Mapping[str, str] | None = None) -> None:
-        super().__init__(experiment_name, uri, run_name, log_model, tags)
+                 tags: Mapping[str, str] | None = None, model_name: str | None = None) -> None:
+        super().__init__(experiment_name, uri, run_name, log_model, tags, model_name)
         self.tracking_uri = uri or default_uri()
         self._client = None
         self.run_id: str | None = None
@@ -127,6 +129,22 @@ class MlflowTracker(Tracker):
 
     def log_artifact(self, path: str | Path) -> None:
         self.client.log_artifact(self.run_id, str(path))
+        if self.log_model and self.model_name and Path(path).name == FINAL_MODEL_FILE:
+            self._register(Path(path).name)
+
+    def _register(self, artifact: str) -> None:
+        """A new version of registered model ``model_name`` pointing at this run's artifact."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.create_registered_model(self.model_name)
+        except MlflowException:  # exists already (or created concurrently)
+            if self.client.get_registered_model(self.model_name) is None:
+                raise
+        run = self.client.get_run(self.run_id)
+        version = self.client.create_model_version(
+            self.model_name, source=f"{run.info.artifact_uri}/{artifact}", run_id=self.run_id)
+        log.info("registered model '%s' version %s", self.model_name, version.version)
 
     def end(self, status: str = "FINISHED") -> None:
         if self.run_id is None:

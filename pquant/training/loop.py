@@ -3,6 +3,7 @@
 ::
 
     for e in pretraining epochs:      on_epoch_start, train, evaluate, on_epoch_end
+    range check                        formats that cannot hold what a layer sees -> warnings
     on_pretraining_end                 (always, even with 0 pretraining epochs)
     for r in rounds:
         for e in epochs:               [snapshot weights at the start of save_weights_epoch, r=0]
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -38,6 +40,7 @@ from pquant.metrics.report import epoch_metrics
 from pquant.nn.weight_layer import CompressedWeightMixin
 from pquant.pruning.base import EpochInfo, RoundInfo, Stage
 from pquant.quant.base import Quantizer
+from pquant.quant.range_check import range_warnings
 from pquant.training.losses import CompressionLoss
 from pquant.training.targets import check_targets
 from pquant.training.task import build_loss, training_task
@@ -49,6 +52,9 @@ EpochCallback = Callable[[dict[str, float], int], None]
 #: metrics shown next to the progress bar, with short labels
 _POSTFIX = (("train/loss", "loss"), ("val/accuracy", "val_acc"), ("val/mse", "val_mse"),
             ("sparsity/global", "sparsity"))
+#: without a terminal, progress is an INFO log line: first and last epoch of a stage, and at
+#: most one every this many seconds in between
+PROGRESS_SECONDS = 10.0
 
 
 @dataclass
@@ -106,6 +112,9 @@ class _Trainer:
         self.scheduler = scheduler
         self.on_epoch_end = on_epoch_end
         self.progress = progress
+        self._log_lines = False  # progress as log lines (no terminal), set per stage
+        self._label = ""
+        self._last_line = 0.0
         self.layers = [m for m in model.modules()
                        if isinstance(m, CompressedWeightMixin) and m.pruning is not None]
         self.quantizers = [m for m in model.modules() if isinstance(m, Quantizer)]
@@ -169,10 +178,18 @@ class _Trainer:
         self.global_epoch += 1
         bar.update(1)
         bar.set_postfix({short: f"{metrics[k]:.3f}" for k, short in _POSTFIX if k in metrics})
+        now = time.monotonic()
+        if self._log_lines and (epoch in (0, num_epochs - 1)
+                                or now - self._last_line >= PROGRESS_SECONDS):
+            self._last_line = now
+            log.info("%s epoch %d/%d  %s", self._label, epoch + 1, num_epochs, "  ".join(
+                f"{short} {metrics[k]:.3f}" for k, short in _POSTFIX if k in metrics))
 
     def _stage(self, stage: Stage, num_epochs: int, rnd: int = 0, label: str | None = None):
         self._event(f"stage:{stage.name.lower()}" + (f":{rnd}" if stage is Stage.TRAINING else ""))
         disable = not self.progress or not sys.stderr.isatty() or num_epochs == 0
+        self._log_lines = bool(self.progress) and disable
+        self._label = label or stage.name.lower()
         with tqdm(total=num_epochs, desc=label or stage.name.lower(), disable=disable,
                   leave=False, dynamic_ncols=True) as bar:
             for epoch in range(num_epochs):
@@ -214,6 +231,14 @@ class _Trainer:
             for h in handles:
                 h.remove()
 
+    def _example_batch(self) -> torch.Tensor | None:
+        """The first validation batch (no shuffling, no RNG consumed), for the range check."""
+        if self.val_loader is None:
+            return None
+        batch = next(iter(self.val_loader), None)
+        x = batch[0] if isinstance(batch, (tuple, list)) else None
+        return x.to(self.device) if isinstance(x, torch.Tensor) else None
+
     def _run(self) -> TrainResult:
         t = self.s.training
         try:
@@ -225,6 +250,9 @@ class _Trainer:
             self.result.warnings.append(message)
         self.model.to(self.device)
         self._stage(Stage.PRETRAINING, t.pretraining_epochs)
+        for message in range_warnings(self.model, self._example_batch()):
+            log.warning(message)
+            self.result.warnings.append(message)
         by_class: dict[type, list] = {}
         for layer in self.layers:
             by_class.setdefault(type(layer.pruning), []).append((layer.pruning, layer.weight))
@@ -281,8 +309,9 @@ def train_model(
         loss_fn: defaults to ``training.loss`` (null: the ``training.task``'s default loss).
         device: where to train; defaults to the device of the model's first parameter.
         on_epoch_end: called as ``fn(metrics, global_epoch)`` after every epoch.
-        progress: show a progress bar per stage (default ``training.progress``; never when
-            stderr is not a terminal).
+        progress: show a progress bar per stage (default ``training.progress``); when stderr
+            is not a terminal, an INFO log line per epoch instead (the first and last of each
+            stage, and at most one every ``PROGRESS_SECONDS`` in between).
 
     Returns:
         :class:`TrainResult` with the per-epoch history and any target warnings.

@@ -114,7 +114,7 @@ def _cli(*args, env_extra=None):
 CLI_CASES = [
     (["pruning.sparsity=1.2"], "pruning.sparsity must be in [0, 1), got 1.2"),
     (["pruning.spars=0.5"], "Allowed keys of pruning"),
-    (["quantization.round_mode=NEAREST"], "expected one of [TRN, RND"),
+    (["quantization.round_mode=NEAREST"], "must be one of [TRN, RND"),
     (["training.epochs=-3"], "training.epochs must be in [0, inf], got -3"),
 ]
 

@@ -20,6 +20,7 @@ from pquant.nn.finalize import finalize
 from tests import apfixed
 from tests.apfixed import Format
 
+
 @pytest.fixture(autouse=True)
 def _oracle_available():
     apfixed.require()

@@ -23,6 +23,7 @@ from pquant.quant.fixed_point import quantize
 from tests import apfixed
 from tests.apfixed import Format
 
+
 @pytest.fixture(autouse=True)
 def _oracle_available():
     apfixed.require()

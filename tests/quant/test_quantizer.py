@@ -93,11 +93,3 @@ def test_spec_checks():
         QuantSpec(0, 0, 0).check("fc1 (input)")
     QuantSpec(0, 2, -1).check()  # 1 bit wide: values {0, 2} (step 2), allowed
 
-
-def test_covers():
-    assert QuantSpec(1, 3, 5).covers(QuantSpec(1, 3, 4))
-    assert QuantSpec(1, 3, 4).covers(QuantSpec(0, 3, 4))
-    assert not QuantSpec(0, 3, 4).covers(QuantSpec(1, 3, 4))  # negatives
-    assert not QuantSpec(1, 3, 3).covers(QuantSpec(1, 3, 4))  # coarser grid
-    assert not QuantSpec(1, 2, 4).covers(QuantSpec(1, 3, 4))  # narrower range
-    assert not QuantSpec(1, 9, 9).covers(QuantSpec(1, 3, 4, overflow_mode="WRAP"))
