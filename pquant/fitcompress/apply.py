@@ -87,8 +87,9 @@ def overrides_yaml(result: SearchResult, entries: dict) -> str:
     """The chosen configuration as a ``# @package _global_`` config (usable as overrides)."""
     lines = [
         "# @package _global_",
-        "# FITCompress choice (weight formats per layer). Reuse: copy to conf/experiment/<name>.yaml",
-        "# and run python -m pquant +experiment=<name>, or pass the overrides below.",
+        "# FITCompress choice (weight formats per layer). Reuse: save as <dir>/experiment/<name>.yaml",
+        "# and run python -m pquant --config-dir <dir> +experiment=<name>, or pass the overrides",
+        "# below.",
         f"# goal {result.goal:g}, reached {result.compression:.4f} "
         f"({'reached' if result.reached else 'NOT reached: closest node'}), "
         f"path cost {result.path_cost:.4g}, moves: {' '.join(result.moves) or '(none)'}",
