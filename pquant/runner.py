@@ -166,10 +166,10 @@ def run(cfg: DictConfig, output_dir: str | None = None) -> dict[str, Any]:
                    if getattr(m, "pruning", None) is not None]
         if targets and all(t is not None for t in targets) and len(set(targets)) == 1:
             metrics["target/sparsity"] = targets[0]
+        metrics["compression/weights"] = weight_compression(model)  # weights' size / float32
         fit = result.fitcompress
         if fit is not None:  # FITCompress: the search trace, and its choice as reusable config
             metrics.update(fit.metrics())
-            metrics["compression/weights"] = weight_compression(model)
             (out / "fitcompress.yaml").write_text(fit.overrides_yaml())
             tracker.log_artifact(out / "fitcompress.yaml")
         tracker.log_metrics(metrics, step=len(result.history))
