@@ -265,10 +265,7 @@ class Search:
         return self._result(best, reached, expanded, time.perf_counter() - start_time)
 
     def _result(self, node: Node, reached: bool, expanded, seconds: float) -> SearchResult:
-        sparsity = []
-        for n, s in enumerate(self.spaces):
-            m = node.masks[n]
-            sparsity.append(0.0 if m is None else 1.0 - float(m.float().mean()))
+        sparsity = [0.0 if m is None else 1.0 - float(m.float().mean()) for m in node.masks]
         masked = sum(sparsity[n] * self.spaces[n].numel for n in self.prunable)
         return SearchResult(
             layers=[s.name for s in self.spaces],
