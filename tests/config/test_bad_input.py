@@ -43,7 +43,7 @@ RANGE_CASES = [
     (["fitcompress=on", "pruning=none", "fitcompress.optimize_pruning=true"],
      ["fitcompress.optimize_pruning=true", "pruning=none", "got optimize_pruning=true"]),
     (["fitcompress.quantization_schedule=[4,7]"],
-     ["fitcompress.quantization_schedule", "strictly decreasing", "[4, 7]"]),
+     ["fitcompress.quantization_schedule", "strictly decreasing", "[4.0, 7.0]"]),
     (["fitcompress.quantization_schedule=[4.5]"],
      ["fitcompress.quantization_schedule[0]", "[1, 31]", "4.5"]),
     (["fitcompress=on", "fitcompress.quantization_schedule=[4,1]"],
