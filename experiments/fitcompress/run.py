@@ -7,7 +7,8 @@ and ``s = 1 - 32 * size / b`` so that the weights' size relative to float32 matc
 FITCompress model ended with. Writes results.csv, README table rows (results.md) and
 accuracy_vs_size.png here.
 
-    python experiments/fitcompress/run.py [--jobs 2] [--pretraining-epochs 20 --epochs 60]
+    python experiments/fitcompress/run.py [--jobs 4] [--pretraining-epochs 20 --epochs 60]
+        [--epsilon 0.05] [--tag _long]
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ from statistics import mean, stdev
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 OUT = ROOT / "outputs" / "experiments" / "fitcompress"
+TAG = ""  #: suffix of the output files and run folders (--tag)
 
 
 def _run(name: str, overrides: list[str]) -> dict:
-    run_dir = OUT / name
+    run_dir = OUT / TAG / name
     report = run_dir / "report.json"
     if not report.is_file():
         cmd = [sys.executable, "-m", "pquant", *overrides, "tracking=none",
@@ -82,14 +84,17 @@ def main() -> None:
     parser.add_argument("--goal", type=float, default=0.10)
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 1, 2])
     parser.add_argument("--models", nargs="+", default=["mlp", "cnn"])
+    parser.add_argument("--tag", default="", help="suffix of results<tag>.csv/.md/.png")
     args = parser.parse_args()
+    global TAG
+    TAG = args.tag
     common = [f"training.pretraining_epochs={args.pretraining_epochs}",
               f"training.epochs={args.epochs}", f"pruning.epsilon={args.epsilon}"]
     jobs = [(m, s) for m in args.models for s in args.seeds]
     with ThreadPoolExecutor(args.jobs) as pool:
         results = list(pool.map(lambda ms: _pair(*ms, common, args.goal), jobs))
     rows = [row for pair in results for row in pair]
-    with open(HERE / "results.csv", "w", newline="") as fh:
+    with open(HERE / f"results{TAG}.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
@@ -111,7 +116,7 @@ def _table(rows: list[dict]) -> None:
                 f"{mean(_size(r) for r in sel):.4f} | {mean(r['bits_mean'] for r in sel):.2f} | "
                 f"{mean(r['sparsity'] for r in sel):.3f} | "
                 f"{mean(r['ebops'] for r in sel) / 1e3:.1f}k |")
-    (HERE / "results.md").write_text("\n".join(lines) + "\n")
+    (HERE / f"results{TAG}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
@@ -132,7 +137,7 @@ def _plot(rows: list[dict]) -> None:
         ax.set_ylabel("test accuracy")
         ax.legend()
     fig.tight_layout()
-    fig.savefig(HERE / "accuracy_vs_size.png", dpi=120)
+    fig.savefig(HERE / f"accuracy_vs_size{TAG}.png", dpi=120)
 
 
 if __name__ == "__main__":
