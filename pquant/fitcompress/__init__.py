@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from pquant.config.errors import ConfigError
 from pquant.fitcompress.apply import apply_result, metrics, overrides_yaml, summary_lines
 from pquant.fitcompress.fisher import FisherEstimator, take_batches
 from pquant.fitcompress.ladders import pruning_ladder, weight_compression
@@ -70,7 +71,9 @@ def run_fitcompress(model: nn.Module, s, train_loader, loss_fn, device: torch.de
     spaces = layer_spaces(model, cfg.quantization_schedule, cfg.optimize_quantization,
                           s.training.pruning_first)
     if not spaces:
-        raise ValueError("fitcompress: the model has no dense or convolution layer to compress")
+        raise ConfigError("fitcompress.enable_fitcompress=true needs dense or convolution layers "
+                          "(PQDense, PQConv1d, PQConv2d) to compress; the model has none, got "
+                          "enable_fitcompress=true")
     ladder = pruning_ladder(cfg.pruning_schedule.start, cfg.pruning_schedule.end,
                             cfg.pruning_schedule.steps)
     batches = take_batches(train_loader, cfg.fisher_batches, device)
