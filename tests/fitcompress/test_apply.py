@@ -173,3 +173,22 @@ def test_fisher_batches_setting_is_read():
     _, more = _search(["fitcompress.fisher_batches=6", "fitcompress.fisher_min_batches=6"])
     assert few.result.fisher_batches == 2 * few.result.fisher_evaluations
     assert more.result.fisher_batches == 6 * more.result.fisher_evaluations
+
+
+def test_quantization_schedule_field_is_read():
+    _, five = _search(["fitcompress.quantization_schedule=[5]",
+                       "fitcompress.compression_goal=0.01"])
+    _, three = _search(["fitcompress.quantization_schedule=[6,3]",
+                        "fitcompress.compression_goal=0.01"])
+    assert five.result.bits == [5, 5, 5] and three.result.bits == [3, 3, 3]
+
+
+def test_pruning_schedule_field_is_read():
+    args = ["fitcompress.optimize_pruning=true", "fitcompress.optimize_quantization=false",
+            "fitcompress.compression_goal=0.2"]
+    _, coarse = _search([*args, "fitcompress.pruning_schedule.end=-1",
+                         "fitcompress.pruning_schedule.steps=2"])
+    _, fine = _search(args)
+    assert coarse.result.moves == ("prune:0.9",)
+    assert fine.result.moves[0] == "prune:0.1623"
+    assert coarse.result.global_sparsity != fine.result.global_sparsity
