@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from pquant import kernels
 from pquant.config.errors import ConfigError
 from pquant.config.sections import sections
+from pquant.fitcompress.ladders import weight_compression
 from pquant.metrics.accuracy import evaluate
 from pquant.metrics.report import compression_report
 from pquant.metrics.summary import format_summary
@@ -168,6 +169,12 @@ def run(cfg: DictConfig, output_dir: str | None = None) -> dict[str, Any]:
                    if getattr(m, "pruning", None) is not None]
         if targets and all(t is not None for t in targets) and len(set(targets)) == 1:
             metrics["target/sparsity"] = targets[0]
+        metrics["compression/weights"] = weight_compression(model)  # weights' size / float32
+        fit = result.fitcompress
+        if fit is not None:  # FITCompress: the search trace, and its choice as reusable config
+            metrics.update(fit.metrics())
+            (out / "fitcompress.yaml").write_text(fit.overrides_yaml())
+            tracker.log_artifact(out / "fitcompress.yaml")
         tracker.log_metrics(metrics, step=len(result.history))
         report = dict(metrics)
         report["warnings"] = result.warnings
@@ -196,6 +203,8 @@ def run(cfg: DictConfig, output_dir: str | None = None) -> dict[str, Any]:
             footer.append(f"browse      {tracker.ui_command()}")
     if conversion.unsupported:
         footer.append(f"unconverted {conversion.unsupported} (floating point)")
+    if result.fitcompress is not None:
+        footer += result.fitcompress.summary_lines()
     footer += [f"WARNING     {w}" for w in result.warnings]
     print(format_summary(metrics, title, layers, footer), flush=True)
     return report

@@ -190,6 +190,9 @@ class QuantizationConfig:
 # --------------------------------------------------------------------------------- fitcompress
 @dataclass
 class PruningSchedule:
+    """Logarithmic pruning ladder: sparsity ``1 - 10**x`` for ``steps`` values of ``x`` spaced
+    evenly from ``start`` to ``end`` (base 10)."""
+
     start: float = 0.0
     end: float = -3.0
     steps: int = 40
@@ -197,7 +200,11 @@ class PruningSchedule:
 
 @dataclass
 class FitCompressConfig:
-    """FITCompress search settings (reference field names and defaults)."""
+    """FITCompress search settings (reference field names and defaults, plus the Fisher budget).
+
+    Zandonati et al., "FIT: A Metric for Model Sensitivity" (ICLR 2023) and "Towards Optimal
+    Compression: Joint Pruning and Quantization" (arXiv 2302.07612). See :mod:`pquant.fitcompress`.
+    """
 
     enable_fitcompress: bool = False
     optimize_quantization: bool = True
@@ -208,15 +215,66 @@ class FitCompressConfig:
     greedy_astar: bool = True
     approximate: bool = True
     f_lambda: float = 1.0
+    # -- additions -------------------------------------------------------------------------
+    fisher_batches: int = 32  #: most training batches per Fisher estimate
+    fisher_min_batches: int = 8  #: batches before the convergence test may stop the estimate
+    #: stop when the Fisher trace changed by less than this fraction over the last 4 batches
+    fisher_tolerance: float = 0.02
+    max_expansions: int = 1000  #: nodes expanded before the search gives up (closest node wins)
 
     def validate(self, path: str = "fitcompress") -> None:
         check_range(f"{path}.compression_goal", self.compression_goal, lo=0, hi=1, lo_open=True)
-        check_range(f"{path}.pruning_schedule.steps", self.pruning_schedule.steps, lo=2)
-        if self.enable_fitcompress:
+        check_range(f"{path}.f_lambda", self.f_lambda, lo=0)
+        ps = self.pruning_schedule
+        check_range(f"{path}.pruning_schedule.steps", ps.steps, lo=2)
+        check_range(f"{path}.pruning_schedule.start", ps.start, hi=0)
+        if not ps.end < ps.start:
+            raise fail(f"{path}.pruning_schedule.end", f"be below pruning_schedule.start="
+                       f"{ps.start:g} (sparsity 1 - 10**x grows as x falls)", ps.end)
+        sched = list(self.quantization_schedule)
+        for n, bits in enumerate(sched):
+            if not float(bits).is_integer() or not 1 <= bits <= 31:
+                raise fail(f"{path}.quantization_schedule[{n}]", "be a whole number of bits in "
+                           "[1, 31]", bits)
+        if any(b >= a for a, b in zip(sched, sched[1:])):
+            raise fail(f"{path}.quantization_schedule", "be strictly decreasing (each move "
+                       "lowers a layer's width)", sched)
+        if self.optimize_quantization and not sched:
+            raise fail(f"{path}.quantization_schedule", "list at least one width when "
+                       "optimize_quantization=true", sched)
+        check_range(f"{path}.fisher_batches", self.fisher_batches, lo=1)
+        check_range(f"{path}.fisher_min_batches", self.fisher_min_batches, lo=1,
+                    hi=self.fisher_batches)
+        check_range(f"{path}.fisher_tolerance", self.fisher_tolerance, lo=0)
+        check_range(f"{path}.max_expansions", self.max_expansions, lo=1)
+        if self.enable_fitcompress and not (self.optimize_quantization or self.optimize_pruning):
             raise ConfigError(
-                f"{path}.enable_fitcompress=true: the FITCompress search is not available in "
-                f"this version; allowed: false, got true"
-            )
+                f"{path}: with enable_fitcompress=true the search needs a kind of move: set "
+                f"{path}.optimize_quantization=true and/or {path}.optimize_pruning=true, got "
+                f"both false")
+
+    def check_composition(self, quantization: QuantizationConfig, pruning,
+                          path: str = "fitcompress") -> None:
+        """Settings that only make sense together with the other sections."""
+        if not self.enable_fitcompress:
+            return
+        if self.optimize_quantization and not quantization.enable_quantization:
+            raise ConfigError(
+                f"{path}.optimize_quantization=true searches weight bit-widths, but quantization "
+                f"is off (quantization.enable_quantization=false): pick a quantization preset "
+                f"(quantization=fixed or hgq) or set {path}.optimize_quantization=false "
+                f"{path}.optimize_pruning=true; got optimize_quantization=true")
+        if self.optimize_pruning and not pruning.enable_pruning:
+            raise ConfigError(
+                f"{path}.optimize_pruning=true chooses masks for the pruned layers, but pruning "
+                f"is off (pruning.enable_pruning=false, e.g. pruning=none): pick a pruning "
+                f"method (the searched masks replace its own) or set "
+                f"{path}.optimize_pruning=false; got optimize_pruning=true")
+        k = quantization.default_weight_keep_negatives
+        if self.optimize_quantization and k and min(self.quantization_schedule) < 2:
+            raise fail(f"{path}.quantization_schedule", "hold widths >= 2 for signed weights "
+                       "(quantization.default_weight_keep_negatives=1: a sign bit plus at least "
+                       "one magnitude bit)", list(self.quantization_schedule))
 
 
 # --------------------------------------------------------------------------------- finetuning

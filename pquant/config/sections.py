@@ -113,5 +113,6 @@ def sections(cfg) -> Sections:
     result.pruning.validate("pruning")
     result.quantization.validate("quantization")
     result.fitcompress.validate("fitcompress")
+    result.fitcompress.check_composition(result.quantization, result.pruning)
     result.finetuning.validate("finetuning")
     return result

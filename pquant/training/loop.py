@@ -26,6 +26,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from hydra.utils import instantiate
@@ -67,11 +68,13 @@ class TrainResult:
             ``bits/weight/mean``, ``ebops/total``, ``lr``).
         warnings: messages about targets the schedule could not, or did not, reach.
         stage_order: the hook/stage events in the order they happened (for inspection).
+        fitcompress: the applied FITCompress search (``fitcompress=on``), else None.
     """
 
     history: list[dict[str, float]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     stage_order: list[str] = field(default_factory=list)
+    fitcompress: Any = None
 
 
 def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -199,6 +202,18 @@ class _Trainer:
                     self._event(f"save_weights:{epoch}")
                 self._epoch(stage, epoch, num_epochs, rnd, bar)
 
+    def _fitcompress(self) -> None:
+        """FITCompress search at the pretraining -> training transition; the result (formats,
+        frozen masks) is applied to the model, so the compression losses are collected anew."""
+        from pquant.fitcompress import run_fitcompress
+
+        outcome = run_fitcompress(self.model, self.s, self.train_loader, self.loss_fn,
+                                  self.device)
+        self.result.fitcompress = outcome
+        self.result.warnings.extend(outcome.warnings)
+        self.compression_loss = CompressionLoss(self.model, self.s)
+        self._event("fitcompress")
+
     def _rewind(self) -> None:
         if self.snapshot is None:
             raise RuntimeError("rewind requested but no weights were saved")
@@ -250,6 +265,8 @@ class _Trainer:
             self.result.warnings.append(message)
         self.model.to(self.device)
         self._stage(Stage.PRETRAINING, t.pretraining_epochs)
+        if self.s.fitcompress.enable_fitcompress:
+            self._fitcompress()
         for message in range_warnings(self.model, self._example_batch()):
             log.warning(message)
             self.result.warnings.append(message)
