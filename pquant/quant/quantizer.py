@@ -114,7 +114,8 @@ class FixedPointQuantizer(Quantizer):
 
     # ---------------------------------------------------------------- forward
     def _build(self, x: torch.Tensor, key) -> tuple:
-        """(kernel, fused spec or None) for inputs like ``x`` -- cached per ``key``."""
+        """(kernel, fused spec or None) for inputs like ``x`` -- cached per ``key`` (not while
+        torch.compile/export trace: the traced path is built afresh, from traced tensors)."""
         kif = self._scalar_kif if self._scalar_kif is not None else (self.k, self.i, self.f)
         plan = plan_constant(*kif, self.round_mode, self.overflow_mode, self.training, x)
         kernel = make_kernel(plan, x)
@@ -129,10 +130,14 @@ class FixedPointQuantizer(Quantizer):
             else:
                 def kernel(t: torch.Tensor) -> torch.Tensor:
                     return quantize(t, spec)
-        entry = self._cache[key] = (kernel, spec, x.shape)
+        entry = (kernel, spec, x.shape)
+        if key is not None:
+            self._cache[key] = entry
         return entry
 
     def _kernel(self, x: torch.Tensor):
+        if kernels.tracing():
+            return self._build(x, None)[0]
         key = (self.training, x.dtype, x.is_cuda, x.get_device())
         entry = self._cache.get(key)
         if entry is None:

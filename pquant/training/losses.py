@@ -53,9 +53,9 @@ class CompressionLoss:
     def hgq_term(self) -> torch.Tensor:
         """``hgq_beta * EBOPs + hgq_gamma * widths`` (as from :meth:`hgq_terms`); one fused node
         with the kernels when every term is a float32 CPU tensor of HGQ quantizers."""
-        ext = kernels.get()
-        if ext is None or not all(type(q).regularizer is HGQQuantizer.regularizer
-                                  for q in self.learnable):
+        if not (all(type(q).regularizer is HGQQuantizer.regularizer for q in self.learnable)
+                and all(q.f.dtype is torch.float32 and q.f.device.type == "cpu"
+                        for q in self.learnable)) or kernels.get() is None:
             ebops, widths = self.hgq_terms()
             return self.beta * ebops + self.gamma * widths
         memo: dict = {}
@@ -63,7 +63,7 @@ class CompressionLoss:
         bits = [q.bits_for_loss(memo) for q in self.learnable]
         self.end_step()
         if all(t.dtype is torch.float32 and t.device.type == "cpu" for t in ebops + bits):
-            return ext.hgq_loss(ebops, bits, self.beta, self.gamma)[0]
+            return kernels.get().hgq_loss(ebops, bits, self.beta, self.gamma)[0]
         # (the composed form of the same sums, for CUDA or float64 models)
         return (self.beta * sum(ebops, torch.zeros(()))
                 + self.gamma * sum((b.mean() for b in bits), torch.zeros(())))
