@@ -60,6 +60,13 @@ class PQDense(CompressedWeightMixin, nn.Linear):
     def _op(self, x: torch.Tensor, weight, bias) -> torch.Tensor:
         return F.linear(x, weight, bias)
 
+    def __getstate__(self) -> dict:
+        """Copies and pickles leave the fused kernels' cached specs behind (rebuilt on use)."""
+        state = dict(super().__getstate__())
+        for key in ("_fused_key", "_fused_value", "_hgq_key", "_hgq_value"):
+            state.pop(key, None)
+        return state
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # (parameters read from their dict: this runs once per layer and step; the kernels are
         # asked for only where they can run)
