@@ -20,7 +20,6 @@ from pquant.quant.granularity import Granularity
 from pquant.quant.modes import OverflowMode, RoundMode
 from pquant.quant.quantizer import FixedPointQuantizer
 
-
 _OUTER_SETTING = os.environ.get("PQUANT_KERNELS", "").strip().lower()
 
 
