@@ -101,10 +101,16 @@ class _HydraRun:
 
 
 # ----------------------------------------------------------------------------- run
-def _load_kernels() -> None:
-    """Build/load the fused CPU kernels now (not mid-run); a bad PQUANT_KERNELS is a clean error."""
+def _load_kernels(device: torch.device | None = None) -> str:
+    """The run's kernel path, ``fused`` or ``torch``, decided now (not mid-run): nothing is built
+    for a CUDA or float64 run, an ``auto`` run never waits for a build (see
+    :func:`pquant.kernels.prepare`). A bad PQUANT_KERNELS is a clean error; ``device=None`` only
+    checks it."""
     try:
-        kernels.get()
+        if device is None:
+            kernels.setting()
+            return "torch"
+        return kernels.prepare(device, torch.get_default_dtype())
     except ValueError as exc:
         raise ConfigError(f"environment variable {exc}") from None
     except RuntimeError as exc:  # PQUANT_KERNELS=on and the build failed
@@ -124,6 +130,7 @@ def run(cfg: DictConfig, output_dir: str | None = None) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(int(cfg.seed))
     device = resolve_device(str(cfg.device))
+    kernel_path = _load_kernels(device)  # (models are built in the default dtype)
 
     task = configured_task(cfg)
     data = _build("data", cfg.data, **data_overrides(cfg.data, task))
@@ -149,6 +156,7 @@ def run(cfg: DictConfig, output_dir: str | None = None) -> dict[str, Any]:
     tags = {f"choice.{k}": v for k, v in choices.items()}
     tags.update(tracker.tags)
     tags["pquant.kind"] = "job" if hydra_run.sweep_dir else "run"
+    tags["pquant.kernels"] = kernel_path
     if hydra_run.job_num is not None:
         tags["pquant.job_num"] = str(hydra_run.job_num)
     parent = read_parent_run(hydra_run.sweep_dir) if hydra_run.sweep_dir else None
@@ -182,6 +190,7 @@ def run(cfg: DictConfig, output_dir: str | None = None) -> dict[str, Any]:
         if getattr(data, "classes", None) is not None:
             report["classes"] = list(data.classes)  # class code i <- original label classes[i]
         report["conversion"] = conversion.as_dict()
+        report["kernels"] = kernel_path
         (out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True))
         (out / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
         torch.save(model.state_dict(), out / "model.pt")

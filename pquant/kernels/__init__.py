@@ -10,38 +10,45 @@ compare the two paths.
 
 Control with the environment variable ``PQUANT_KERNELS``:
 
-* ``auto`` (default) -- build on first use (about a minute, once per checkout and torch version; the build is
-  cached under ``TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``); if the build
-  fails (no compiler), warn once and use the pure-torch path;
-* ``on`` -- as ``auto``, but a failed build is an error;
+* ``auto`` (default) -- use them when they are built. When they are not, the run starts at once on
+  the pure-torch path and a detached background process builds them for the runs that follow
+  (about a minute, once per checkout and torch version; cached under ``TORCH_EXTENSIONS_DIR``,
+  default ``~/.cache/torch_extensions``). A failed build is remembered (per source, torch version
+  and compiler) and reported in one line, not retried;
+* ``on`` -- build them in the foreground if needed; a failed build is an error;
 * ``off`` -- always the pure-torch path.
 
-``python -m pquant.kernels`` builds them ahead of time and prints their status.
+They are only ever asked for where they can run: float32 tensors on the CPU, outside
+``torch.compile``/``torch.export``/``torch.fx`` tracing (there the traceable torch path is taken).
+``python -m pquant.kernels`` builds them ahead of time (retrying a failed build) and prints their
+status. Building is in :mod:`pquant.kernels.build`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import sys
-import time
-import warnings
-from pathlib import Path
 
+import torch
+
+from pquant.kernels import build as _b
+from pquant.kernels.build import CFLAGS, SOURCE, BuildError  # noqa: F401  (re-exported)
 from pquant.quant.modes import RoundMode
 
-SOURCE = Path(__file__).with_name("pquant_kernels.cpp")
-CFLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off"]
 #: rounding modes in the order of the C++ enum
 ROUND_MODES = (RoundMode.TRN, RoundMode.RND, RoundMode.RND_CONV, RoundMode.TRN_ZERO,
                RoundMode.RND_ZERO, RoundMode.RND_MIN_INF, RoundMode.RND_INF)
 ROUND_INDEX = {mode: index for index, mode in enumerate(ROUND_MODES)}
 SETTINGS = ("auto", "on", "off")
+_F32 = torch.float32
+
+_fx_tracing = getattr(torch.fx._symbolic_trace, "is_fx_symbolic_tracing",
+                      lambda: torch.fx._symbolic_trace._is_fx_tracing_flag)
 
 _ext = None  # the module in use (None: pure torch)
-_built = None  # the module once built, kept across reset()
+_built = None  # the module once loaded, kept across reset()
 _loaded = False
 _error: str | None = None
+_said: set[str] = set()  # messages already printed by this process
 
 
 def setting() -> str:
@@ -54,61 +61,68 @@ def setting() -> str:
     return value
 
 
-def _module_name() -> str:
-    import torch
-
-    digest = hashlib.sha256(SOURCE.read_bytes())
-    digest.update(" ".join(CFLAGS).encode())
-    digest.update(torch.__version__.encode())
-    # one build per checkout: torch rebuilds a module whose source path changed, so two clones
-    # sharing a name would rebuild each other's module on every alternation
-    digest.update(str(SOURCE.resolve()).encode())
-    return f"pquant_kernels_{digest.hexdigest()[:12]}"
+def tracing() -> bool:
+    """Whether torch.compile, torch.export or torch.fx is tracing: the kernels step aside."""
+    return (torch.compiler.is_compiling() or torch.compiler.is_exporting()
+            or _fx_tracing())
 
 
-def _build():
-    from torch.utils import cpp_extension
-
-    name = _module_name()
-    build_dir = Path(cpp_extension._get_build_directory(name, verbose=False))
-    fresh = not (build_dir / f"{name}.so").exists()
-    if fresh:
-        print("pquant: compiling the fused CPU kernels (once per checkout and torch version, about a minute; "
-              "PQUANT_KERNELS=off skips them)...", file=sys.stderr, flush=True)
-    start = time.perf_counter()
-    module = cpp_extension.load(name=name, sources=[str(SOURCE)], extra_cflags=CFLAGS,
-                                build_directory=str(build_dir), verbose=False)
-    if fresh:
-        print(f"pquant: kernels built in {time.perf_counter() - start:.0f} s ({build_dir})",
-              file=sys.stderr, flush=True)
-    return module
+def _say_once(message: str) -> None:
+    if message not in _said:
+        _said.add(message)
+        _b._say(message)
 
 
-def get():
-    """The compiled extension module, or None when the pure-torch path is to be used."""
+def _load() -> None:
+    """Decide this process's path (until :func:`reset`)."""
     global _ext, _built, _loaded, _error
-    if _loaded:
-        return _ext
     _loaded = True
     mode = setting()
     if mode == "off":
         _error = "disabled by PQUANT_KERNELS=off"
+        return
+    if _built is None:
+        try:
+            if mode == "on":
+                _built = _b.build()
+            else:
+                paths = _b.Paths()
+                _built = _b.load_built(paths)
+                if _built is None:
+                    _error = _b.build_in_background(paths)
+                    _say_once(_error)
+        except BuildError as exc:
+            _error = str(exc)
+            if mode == "on":
+                raise RuntimeError(f"PQUANT_KERNELS=on but the fused CPU kernels could not be "
+                                   f"built: {exc}") from exc
+            _say_once(f"fused CPU kernels unavailable ({exc}); using the torch path")
+    _ext = _built
+
+
+def get():
+    """The compiled extension module, or None when the pure-torch path is to be used.
+
+    Callers ask only for float32 CPU tensors (check the device and dtype first: asking may start
+    a build). Under tracing this is None."""
+    if not _loaded:
+        _load()
+    if _ext is not None and tracing():
         return None
-    if _built is not None:
-        _ext = _built
-        return _ext
-    try:
-        _ext = _build()
-    except Exception as exc:  # no compiler, no ninja, broken toolchain
-        _error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc) else ''}"
-        if mode == "on":
-            raise RuntimeError(f"PQUANT_KERNELS=on but the fused CPU kernels could not be built: "
-                               f"{_error}") from exc
-        warnings.warn(f"pquant: fused CPU kernels unavailable ({_error}); using the pure-torch "
-                      "path (same results, slower). Set PQUANT_KERNELS=off to silence this.",
-                      RuntimeWarning, stacklevel=2)
-    _built = _ext
     return _ext
+
+
+def prepare(device: torch.device, dtype: torch.dtype) -> str:
+    """Decide a run's path at its start: ``"fused"`` or ``"torch"``.
+
+    Nothing is built (or loaded) for a run that could not use the kernels -- a device other than
+    the CPU, a dtype other than float32 --; in ``auto`` mode a run never waits for a build."""
+    global _loaded, _error
+    reset()
+    if setting() != "off" and (torch.device(device).type != "cpu" or dtype is not _F32):
+        _loaded, _error = True, f"not used for {torch.device(device).type} {dtype} models"
+        return "torch"
+    return "fused" if get() is not None else "torch"
 
 
 def status() -> str:
@@ -120,10 +134,11 @@ def status() -> str:
 
 
 def reset() -> None:
-    """Forget the load attempt (tests switch PQUANT_KERNELS at run time)."""
-    global _ext, _loaded
+    """Forget the decision (a new run decides again; tests switch PQUANT_KERNELS at run time)."""
+    global _ext, _loaded, _error
     _ext = None
     _loaded = False
+    _error = None
 
 
 # ----------------------------------------------------------------------------- fixed-point specs
@@ -131,10 +146,10 @@ def fixed_spec(plan, like):
     """The extension's ``FixedSpec`` for a :class:`~pquant.quant.fixed_point.QuantPlan` applied
     to tensors shaped like ``like`` -- or None when the kernels are off, the tensor is not a
     float32 CPU tensor, or the format is not one they implement (wrapping modes in eval)."""
-    import torch
-
+    if like.device.type != "cpu" or like.dtype is not _F32:
+        return None
     ext = get()
-    if ext is None or like.device.type != "cpu" or like.dtype != torch.float32:
+    if ext is None:
         return None
     clip = plan.clip
     if clip is None or plan.wrap is not None:

@@ -30,10 +30,12 @@
 #include <ATen/ExpandUtils.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <tuple>
+#include <vector>
 
 // Hot loops get an AVX2 clone next to the baseline one (picked at load time by the CPU), where
 // the toolchain supports function multi-versioning; elsewhere they are compiled once.
@@ -318,7 +320,13 @@ struct SoftMask {
   double inv_tau, clip;
 };
 
-// The k-th smallest (0-based) of n keys, where the keys are the bit patterns of non-negative
+uint32_t float_to_bits(float f) {  // (memcpy: no strict-aliasing read; compiles to a move)
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof u);
+  return u;
+}
+
+// The k-th smallest (0-based) of n keys, where the keys are the bit patterns of n non-negative
 // floats (their order is the float order; NaNs sort last, as in numpy). Exact: radix select over
 // 11/11/10-bit digits. Also returns the (k+1)-th smallest when it is found on the way.
 struct Selected {
@@ -327,7 +335,7 @@ struct Selected {
   uint32_t next;
 };
 
-Selected radix_select(const uint32_t* keys, int64_t n, int64_t k) {
+Selected radix_select(const float* values, int64_t n, int64_t k) {
   static constexpr int kShift[3] = {21, 10, 0};
   static constexpr int kWidth[3] = {11, 11, 10};
   uint32_t prefix = 0, fixed = 0;
@@ -339,7 +347,7 @@ Selected radix_select(const uint32_t* keys, int64_t n, int64_t k) {
     const uint32_t digit_mask = (1u << kWidth[pass]) - 1u;
     std::fill(hist, hist + digit_mask + 1, 0);
     for (int64_t j = 0; j < n; ++j) {
-      const uint32_t key = keys[j];
+      const uint32_t key = float_to_bits(values[j]);
       if ((key & fixed) == prefix) ++hist[(key >> shift) & digit_mask];
     }
     uint32_t d = 0;
@@ -376,9 +384,8 @@ float bits_to_float(uint32_t u) {
 // pquant.pruning.select.midpoint_threshold of n non-negative float32 scores: midway between the
 // n_below-th and the (n_below + 1)-th smallest, in float32 arithmetic as numpy does it.
 float midpoint_threshold_of(const float* scores, int64_t n, int64_t n_below) {
-  const uint32_t* keys = reinterpret_cast<const uint32_t*>(scores);
-  Selected sel = radix_select(keys, n, n_below - 1);
-  if (!sel.has_next) sel.next = radix_select(keys, n, n_below).kth;
+  Selected sel = radix_select(scores, n, n_below - 1);
+  if (!sel.has_next) sel.next = radix_select(scores, n, n_below).kth;
   const float low = bits_to_float(sel.kth), high = bits_to_float(sel.next);
   return high - (high - low) * 0.5f;
 }
@@ -1332,6 +1339,23 @@ double midpoint_threshold(const Tensor& scores_in, int64_t n_below) {
 
 }  // namespace
 
+// How many threads an at::parallel_for over n one-element tasks actually ran on (1 when the
+// extension was built without OpenMP, whatever torch.get_num_threads() says).
+int64_t parallel_threads(int64_t n) {
+  std::vector<std::atomic<int>> seen(std::max(at::get_num_threads(), 1));
+  for (auto& s : seen) s.store(0);
+  at::parallel_for(0, n, 1, [&](int64_t b, int64_t e) {
+    volatile double sink = 0;  // a little work per task, so that every thread gets some
+    for (int64_t j = b; j < e; ++j)
+      for (int r = 0; r < 20000; ++r) sink = sink + static_cast<double>(r) * 1e-9;
+    const int t = at::get_thread_num();
+    if (t >= 0 && t < static_cast<int>(seen.size())) seen[t].store(1);
+  });
+  int64_t count = 0;
+  for (auto& s : seen) count += s.load();
+  return count;
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   py::class_<FixedSpec>(m, "FixedSpec")
       .def(py::init([](double below, double above, double scale, double inv, int mode,
@@ -1387,6 +1411,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("ebops"), py::arg("bits"), py::arg("beta"), py::arg("gamma"));
   m.def("pdp_masked_weight", &pdp_masked_weight, "PDP's soft-masked weight (exact threshold)",
         py::arg("weight"), py::arg("n_below"), py::arg("inv_tau"), py::arg("clip"));
+  m.def("parallel_threads", &parallel_threads, "threads an at::parallel_for ran on (OpenMP check)");
   m.def("midpoint_threshold", &midpoint_threshold, "exact PDP threshold (radix select)");
   m.def("dense", &dense, "fused quantized/masked linear layer (one autograd node)", py::arg("x"),
         py::arg("weight"), py::arg("bias"), py::arg("mask"), py::arg("q_in"), py::arg("q_w"),

@@ -60,15 +60,23 @@ class PQDense(CompressedWeightMixin, nn.Linear):
     def _op(self, x: torch.Tensor, weight, bias) -> torch.Tensor:
         return F.linear(x, weight, bias)
 
+    def __getstate__(self) -> dict:
+        """Copies and pickles leave the fused kernels' cached specs behind (rebuilt on use)."""
+        state = dict(super().__getstate__())
+        for key in ("_fused_key", "_fused_value", "_hgq_key", "_hgq_value"):
+            state.pop(key, None)
+        return state
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        ext = kernels.get()
-        # (parameters read from their dict: this runs once per layer and step)
+        # (parameters read from their dict: this runs once per layer and step; the kernels are
+        # asked for only where they can run)
         weight = self._parameters["weight"]
-        if (ext is not None and x.dtype is _F32 and x.dim() == 2 and not x.is_cuda
-                and weight.dtype is _F32 and not weight.is_cuda and not self.finalized
+        if (x.dtype is _F32 and x.dim() == 2 and x.device.type == "cpu"
+                and weight.dtype is _F32 and weight.device.type == "cpu" and not self.finalized
                 and self.pruning_first):
-            y = self._fused_forward(ext, x)
-            if y is None:
+            ext = kernels.get()
+            y = None if ext is None else self._fused_forward(ext, x)
+            if y is None and ext is not None:
                 y = self._hgq_forward(ext, x)
             if y is not None:
                 return y

@@ -18,6 +18,7 @@ from itertools import chain
 import torch
 from torch import nn
 
+from pquant import kernels
 from pquant.nn.base import FLOAT_BITS, PQModule
 from pquant.pruning.base import PruningMethod
 from pquant.quant.base import Quantizer
@@ -120,6 +121,8 @@ class CompressedWeightMixin(PQModule):
         """The weight and bias actually used by the forward (pruned and quantized)."""
         if self.finalized:
             return self.weight, self.bias
+        if kernels.tracing():  # torch.compile/export: no cache written from traced tensors
+            return self._compute_weight(), self._compute_bias()
         if self._needs_graph():
             weight = self._compute_weight()
             self.__dict__["_last_weight"] = None if weight is None else weight.detach()

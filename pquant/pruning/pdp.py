@@ -159,8 +159,9 @@ class PDP(PruningMethod):
             self._remember(weight)
             if self.config.structured_pruning or not torch.is_grad_enabled():
                 return weight * self.soft_mask(weight)
-            ext = kernels.get()
-            if ext is not None and weight.dtype is torch.float32 and weight.device.type == "cpu":
+            ext = (kernels.get() if weight.dtype is torch.float32 and weight.device.type == "cpu"
+                   else None)
+            if ext is not None:
                 n_prune = self._n_prune(weight.numel())  # the same, computed in one C++ call
                 if n_prune <= 0:
                     return weight

@@ -2,13 +2,16 @@
 
 On CPU, numpy's vectorised sort of a few thousand floats is several times faster than
 ``torch.kthvalue`` (quickselect mispredicts its branches on fresh data every step) and than
-``torch.sort``. On other devices ``torch.kthvalue`` runs on the device with no host sync.
+``torch.sort``. On other devices ``torch.kthvalue`` runs on the device with no host sync (and on
+the CPU while torch.compile/export trace).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+
+from pquant.kernels import tracing
 
 
 def midpoint_threshold(values: torch.Tensor, n_below: int) -> float | torch.Tensor:
@@ -24,7 +27,7 @@ def midpoint_threshold(values: torch.Tensor, n_below: int) -> float | torch.Tens
         A python float on CPU, a 0-dim tensor on other devices (no host synchronisation).
     """
     flat = values.detach().reshape(-1)
-    if flat.device.type == "cpu":
+    if flat.device.type == "cpu" and not tracing():  # (traced: the device path, same value)
         ordered = np.sort(flat.numpy())
         low, high = ordered[n_below - 1], ordered[n_below]
         return float(high - (high - low) * ordered.dtype.type(0.5))

@@ -34,6 +34,15 @@ class Quantizer(nn.Module):
         super().__init__()
         self._enabled = True
 
+    def __getstate__(self) -> dict:
+        """Copies and pickles leave the derived caches behind (they may hold fused-kernel
+        objects, which belong to one process); they are rebuilt on the next forward."""
+        state = dict(super().__getstate__())
+        state.pop("_spec", None)
+        if "_cache" in state:
+            state["_cache"] = {}
+        return state
+
     def train(self, mode: bool = True):
         if bool(mode) != self.training:
             Quantizer.mode_epoch += 1

@@ -333,8 +333,9 @@ class HGQQuantizer(Quantizer):
         params = self._parameters
         if d["learn_i"]:
             i_f = params["i_f"]
-            ext = kernels.get()
-            if ext is not None and x.dtype is _F32 and i_f.dtype is _F32 and not x.is_cuda:
+            ext = (kernels.get() if x.dtype is _F32 and i_f.dtype is _F32
+                   and x.device.type == "cpu" and i_f.device.type == "cpu" else None)
+            if ext is not None:
                 # the same values (and gradients, to float rounding) in fused passes
                 q, bits = ext.hgq_quantize(x, i_f, self._buffers["k"],
                                            d["overflow_mode"] is OverflowMode.SAT_SYM,

@@ -115,29 +115,32 @@ class FixedPointQuantizer(Quantizer):
 
     # ---------------------------------------------------------------- forward
     def _build(self, x: torch.Tensor, key) -> tuple:
-        """(kernel, fused spec or None) for inputs like ``x`` -- cached per ``key``."""
+        """(kernel, fused spec or None) for inputs like ``x`` -- cached per ``key`` (None: not
+        cached -- while torch.compile/export trace, nothing is cached from traced tensors)."""
         kif = self._scalar_kif if self._scalar_kif is not None else (self.k, self.i, self.f)
         plan = plan_constant(*kif, self.round_mode, self.overflow_mode, self.training, x)
         kernel = make_kernel(plan, x)
         spec = kernels.fixed_spec(plan, x)
-        if spec is not None:
-            quantize = kernels.get().quantize
+        if spec is not None:  # (the torch kernel where tracing reaches a cached fused one)
+            quantize, tracing, slow = kernels.get().quantize, kernels.tracing, kernel
             if spec.per_element_format:  # bound to the shape it was expanded for
-                shape, slow = x.shape, kernel
+                shape = x.shape
 
                 def kernel(t: torch.Tensor) -> torch.Tensor:
-                    return quantize(t, spec) if t.shape == shape else slow(t)
+                    return slow(t) if t.shape != shape or tracing() else quantize(t, spec)
             else:
                 def kernel(t: torch.Tensor) -> torch.Tensor:
-                    return quantize(t, spec)
-        entry = self._cache[key] = (kernel, spec, x.shape)
+                    return slow(t) if tracing() else quantize(t, spec)
+        entry = (kernel, spec, x.shape)
+        if key is not None:
+            self._cache[key] = entry
         return entry
 
     def _kernel(self, x: torch.Tensor):
         key = (self.training, x.dtype, x.is_cuda, x.get_device())
         entry = self._cache.get(key)
         if entry is None:
-            entry = self._build(x, key)
+            entry = self._build(x, None if kernels.tracing() else key)
         return entry[0]
 
     def fused_spec(self, x: torch.Tensor):

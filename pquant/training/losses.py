@@ -53,18 +53,19 @@ class CompressionLoss:
     def hgq_term(self) -> torch.Tensor:
         """``hgq_beta * EBOPs + hgq_gamma * widths`` (as from :meth:`hgq_terms`); one fused node
         with the kernels when every term is a float32 CPU tensor of HGQ quantizers."""
-        ext = kernels.get()
-        if ext is None or not all(type(q).regularizer is HGQQuantizer.regularizer
-                                  for q in self.learnable):
+        if not all(type(q).regularizer is HGQQuantizer.regularizer for q in self.learnable):
             ebops, widths = self.hgq_terms()
             return self.beta * ebops + self.gamma * widths
         memo: dict = {}
         ebops = [m.cost(for_loss=memo)[1] for m in self.costed if m.sample_shapes is not None]
         bits = [q.bits_for_loss(memo) for q in self.learnable]
         self.end_step()
+        # (the kernels are asked for only where they can run)
         if all(t.dtype is torch.float32 and t.device.type == "cpu" for t in ebops + bits):
-            return ext.hgq_loss(ebops, bits, self.beta, self.gamma)[0]
-        # (the composed form of the same sums, for CUDA or float64 models)
+            ext = kernels.get()
+            if ext is not None:
+                return ext.hgq_loss(ebops, bits, self.beta, self.gamma)[0]
+        # (the composed form of the same sums, as hgq_terms adds them: CUDA, float64, no kernels)
         return (self.beta * sum(ebops, torch.zeros(()))
                 + self.gamma * sum((b.mean() for b in bits), torch.zeros(())))
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from pquant import add_compression_layers, load_config
+from pquant import add_compression_layers, kernels, load_config
 from pquant.config.sections import sections
 from pquant.metrics.ebops import linear_cost
 from pquant.nn.activation import PQActivation
@@ -172,3 +172,17 @@ def test_hgq_mlp_training_steps_agree(monkeypatch):
     assert on.keys() == off.keys()
     for name in on:
         torch.testing.assert_close(on[name], off[name], rtol=1e-5, atol=1e-5, msg=name)
+
+
+def test_kernel_loops_run_on_torch_threads(monkeypatch):
+    """Built with OpenMP: at::parallel_for uses torch's thread count (serial without -fopenmp,
+    which would make the thread-independence test above pass trivially)."""
+    with use_kernels(True, monkeypatch):
+        before = torch.get_num_threads()
+        try:
+            torch.set_num_threads(2)
+            assert kernels.get().parallel_threads(64) == 2
+            torch.set_num_threads(1)
+            assert kernels.get().parallel_threads(64) == 1
+        finally:
+            torch.set_num_threads(before)
