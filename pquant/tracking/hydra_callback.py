@@ -60,7 +60,9 @@ class SweepTrackingCallback(Callback):
         self._finish("FINISHED")
 
     def _abort(self) -> None:
-        self._finish("FAILED")
+        from pquant.training.interrupt import received
+
+        self._finish("KILLED" if received() is not None else "FAILED")
 
     def _finish(self, status: str) -> None:
         if self._tracker is not None and self._run_id is not None:

@@ -38,6 +38,7 @@ from pquant.metrics.report import epoch_metrics
 from pquant.nn.weight_layer import CompressedWeightMixin
 from pquant.pruning.base import EpochInfo, RoundInfo, Stage
 from pquant.quant.base import Quantizer
+from pquant.training import interrupt
 from pquant.training.losses import CompressionLoss
 from pquant.training.targets import check_targets
 
@@ -122,6 +123,7 @@ class _Trainer:
         correct = torch.zeros((), device=device)
         n = 0
         for x, y in self.train_loader:
+            interrupt.check()  # SIGINT/SIGTERM stop here, at a batch boundary
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             out = model(x)
             loss = loss_fn(out, y)
@@ -139,6 +141,7 @@ class _Trainer:
                 "train/accuracy": float(correct) / max(n, 1)}
 
     def _epoch(self, stage: Stage, epoch: int, num_epochs: int, rnd: int, bar) -> None:
+        interrupt.check()
         info = EpochInfo(stage, epoch, num_epochs, rnd, self.global_epoch)
         for layer in self.layers:
             layer.pruning.on_epoch_start(info)

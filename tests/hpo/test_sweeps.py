@@ -18,7 +18,7 @@ def _sweep(tmp_path, *args, name="sweep", extra_env=None, wait=True):
     env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true")
     env.pop("MLFLOW_TRACKING_URI", None)
     env.update(extra_env or {})
-    cmd = [sys.executable, "-m", "pquant", "-m", "hydra/sweeper=optuna", *SMALL,
+    cmd = [sys.executable, "-m", "pquant", "-m", "hydra/sweeper=pquant_optuna", *SMALL,
            f"hydra.sweep.dir={tmp_path / name}",
            f"hydra.sweeper.storage={tmp_path / 'study.journal'}",
            f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", *args]
@@ -76,7 +76,7 @@ def test_single_objective_study_parent_children_and_resume(tmp_path):
 
 
 def test_two_objective_nsga2_writes_the_pareto_front(tmp_path):
-    r = _sweep(tmp_path, "hydra/sweeper/sampler=nsgaii", "hydra.sweeper.n_trials=4",
+    r = _sweep(tmp_path, "hydra/sweeper/pquant_sampler=nsgaii", "hydra.sweeper.n_trials=4",
                "hydra.sweeper.objectives=[val/accuracy:maximize,ebops/total:minimize]",
                "pruning.sparsity=interval(0.3,0.95)", "hydra.sweeper.study_name=s2",
                "tracking=none")
@@ -90,7 +90,7 @@ def test_two_objective_nsga2_writes_the_pareto_front(tmp_path):
 
 def test_a_failing_trial_is_recorded_and_the_sweep_continues(tmp_path):
     # grid over two values: 1.5 is rejected by the config check, 0.6 runs
-    r = _sweep(tmp_path, "hydra/sweeper/sampler=grid", "hydra.sweeper.n_trials=2",
+    r = _sweep(tmp_path, "hydra/sweeper/pquant_sampler=grid", "hydra.sweeper.n_trials=2",
                "pruning.sparsity=choice(1.5,0.6)", "hydra.sweeper.study_name=s3",
                "tracking=none")
     assert r.returncode == 0, r.stderr
