@@ -31,7 +31,7 @@ _done: set[str] = set()
 
 
 def worker_key(pid: ProcessId) -> str:
-    return f"{WORKER_PREFIX}{pid.host}/{pid.pid}/{pid.start or ''}"
+    return f"{WORKER_PREFIX}{pid.host}/{pid.pid}/{pid.start or '-'}"
 
 
 def workers(tags: dict[str, str]) -> dict[str, tuple[ProcessId, int, str]]:
@@ -44,7 +44,8 @@ def workers(tags: dict[str, str]) -> dict[str, tuple[ProcessId, int, str]]:
         pid, _, start = rest.partition("/")
         epoch, _, status = value.partition(" ")
         if pid.isdigit() and epoch.isdigit():
-            out[key] = (ProcessId(host, int(pid), start or None), int(epoch), status)
+            start = None if start in ("", "-") else start
+            out[key] = (ProcessId(host, int(pid), start), int(epoch), status)
     return out
 
 

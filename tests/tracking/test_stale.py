@@ -66,19 +66,18 @@ def test_process_identity_survives_pid_reuse_and_zombies():
 
 
 def test_parent_ends_only_with_its_last_worker(tmp_path):
-    from pquant.tracking.stale import join_parent, leave_parent, worker_key
+    from pquant.tracking.stale import join_parent, leave_parent, settle_parent, worker_key
     from pquant.tracking.store import open_client
 
     client = open_client(f"sqlite:///{tmp_path / 'm.db'}")
     run_id = client.create_run(client.create_experiment("e")).info.run_id
     join_parent(client, run_id)
-    other = ProcessId.current().__class__(ProcessId.current().host, os.getppid(), None)
+    other = ProcessId(ProcessId.current().host, os.getppid(), None)
     client.set_tag(run_id, worker_key(other), "0 RUNNING")  # a live second worker
     assert leave_parent(client, run_id, "FINISHED") is None
     assert client.get_run(run_id).info.status == "RUNNING"
-    client.set_tag(run_id, worker_key(other), "0 FAILED")  # the other one failed meanwhile
-    join_parent(client, run_id)
-    assert leave_parent(client, run_id, "FINISHED") == "FAILED"
+    client.set_tag(run_id, worker_key(other), "0 FAILED")  # the other one fails, last
+    assert settle_parent(client, run_id, client.get_run(run_id).data.tags) == "FAILED"
     assert client.get_run(run_id).info.status == "FAILED"
     # a rerun: a new epoch of workers, the old failure no longer counts
     join_parent(client, run_id)
