@@ -8,8 +8,6 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 from pquant.tracking.process import ProcessId
 
 LONG = ["data=synthetic", "training.epochs=100000", "training.pretraining_epochs=0",
@@ -166,3 +164,21 @@ def test_a_plain_run_marks_a_killed_study_parent_and_trial(tmp_path):
     study = optuna.load_study(study_name="k2", storage=optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(journal))))
     assert [t.state.name for t in study.trials] == ["FAIL"]
+
+
+def test_compare_marks_runs_of_dead_processes_killed(tmp_path):
+    from pquant.compare import load_runs
+    from pquant.tracking.store import open_client
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    client = open_client(uri)
+    exp = client.create_experiment("pquant")
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    dead = ProcessId(ProcessId.current().host, p.pid, None)
+    stale = client.create_run(exp, tags=dead.tags()).info.run_id
+    alive = client.create_run(exp, tags=ProcessId.current().tags()).info.run_id
+    load_runs("pquant", tracking_uri=uri)
+    assert client.get_run(stale).info.status == "KILLED"
+    assert "ended without closing this run" in client.get_run(stale).data.tags["pquant.killed"]
+    assert client.get_run(alive).info.status == "RUNNING"

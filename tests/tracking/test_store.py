@@ -40,7 +40,7 @@ def _runs(uri):
 def test_three_runs_started_together_on_a_new_store_all_finish(tmp_path):
     procs = [_start(TINY, tmp_path) for _ in range(3)]
     outs = [p.communicate(timeout=900) for p in procs]
-    for p, (out, err) in zip(procs, outs):
+    for p, (_out, err) in zip(procs, outs):
         assert p.returncode == 0, err
     db = tmp_path / "outputs" / "mlflow.db"
     runs = _runs(f"sqlite:///{db}")
