@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Mapping
 
 from pquant.config.errors import ConfigError
+from pquant.training import interrupt
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,7 @@ def parent_run_id(study, storage, create: Callable[[], str]) -> str:
     except optuna.exceptions.DuplicatedStudyError:
         deadline = time.monotonic() + PARENT_WAIT
         while time.monotonic() < deadline:  # another worker is creating it
+            interrupt.check()
             run_id = storage.get_study_user_attrs(study._study_id).get(PARENT_ATTR)
             if run_id:
                 return run_id

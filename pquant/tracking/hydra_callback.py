@@ -43,6 +43,7 @@ class SweepTrackingCallback(Callback):
         tracker = instantiate(config.tracking)
         if not tracker.enabled:
             return
+        tracker.check()  # an unreachable or unwritable store: fail before any job
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         overrides = list(OmegaConf.select(config, "hydra.overrides.task", default=[]) or [])

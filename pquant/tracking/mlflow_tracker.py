@@ -45,11 +45,9 @@ def _local_db_dir(uri: str) -> Path | None:
 
 def uri_setting(explicit: str | None) -> str:
     """The setting that chose the tracking URI, for messages."""
-    if explicit:
-        return "tracking.uri"
-    if os.environ.get("MLFLOW_TRACKING_URI"):
+    if not explicit and os.environ.get("MLFLOW_TRACKING_URI"):
         return "MLFLOW_TRACKING_URI"
-    return "tracking.uri (default)"
+    return "tracking.uri"
 
 
 def _chunks(items: list, size: int):

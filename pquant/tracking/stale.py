@@ -167,6 +167,8 @@ def join_parent(client, run_id: str) -> str:
     client.set_tag(run_id, key, f"{epoch} RUNNING")
     client.set_tag(run_id, EPOCH_TAG, str(epoch))
     if run.info.status != "RUNNING":
+        if KILLED_TAG in tags:
+            client.delete_tag(run_id, KILLED_TAG)
         client.update_run(run_id, status="RUNNING")
     return key
 

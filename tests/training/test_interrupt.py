@@ -81,3 +81,35 @@ def test_the_command_stops_cleanly_on_a_signal(tmp_path, sig):
     assert f"interrupted by {signal.Signals(sig).name}" in err
     (run,) = _runs(uri)
     assert run.info.status == "KILLED"
+
+
+def test_an_interrupted_sweep_leaves_no_trial_running(tmp_path):
+    import optuna
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    journal = tmp_path / "study.journal"
+    env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true", PQUANT_KERNELS="off")
+    env.pop("MLFLOW_TRACKING_URI", None)
+    p = subprocess.Popen([sys.executable, "-m", "pquant", "-m", "hydra/sweeper=pquant_optuna",
+                          "hydra.sweeper.study_name=stop", f"hydra.sweeper.storage={journal}",
+                          "pruning.sparsity=interval(0.5,0.9)", *LONG, f"tracking.uri={uri}",
+                          f"hydra.sweep.dir={tmp_path / 's'}"],
+                         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and p.poll() is None:
+        try:
+            if [r for r in _runs(uri) if r.data.tags.get("pquant.kind") == "job"]:
+                break
+        except Exception:  # noqa: BLE001 - store being created
+            pass
+        time.sleep(1)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 130, err
+    assert "Traceback" not in err
+    runs = {r.data.tags.get("pquant.kind"): r for r in _runs(uri)}
+    assert runs["job"].info.status == "KILLED" and runs["sweep"].info.status == "KILLED"
+    study = optuna.load_study(study_name="stop", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(journal))))
+    assert [t.state.name for t in study.trials] == ["FAIL"]
