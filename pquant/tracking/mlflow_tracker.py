@@ -74,10 +74,12 @@ class MlflowTracker(Tracker):
     # ------------------------------------------------------------------ plumbing
     def check(self) -> None:
         """Raise :class:`pquant.tracking.store.StoreError` within seconds if the store cannot be
-        reached or written (called before any data or model is built)."""
+        reached, written or opened (called before any data or model is built); opening it
+        creates it (serialised across processes) and reaps runs of dead processes."""
         from pquant.tracking.store import check_store
 
         check_store(self.tracking_uri, uri_setting(self.uri))
+        self.client  # noqa: B018 - open now: a half-migrated store fails here, not after training
 
     @property
     def client(self):
