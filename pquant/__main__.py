@@ -42,6 +42,19 @@ def _config_error(message: str) -> None:
 
 
 def cli() -> None:
+    """The command: SIGINT/SIGTERM stop it at the next batch boundary, exit status 130."""
+    from pquant.training.interrupt import handle_signals
+
+    try:
+        with handle_signals():
+            _cli()
+    except KeyboardInterrupt as exc:  # runs and trials were ended KILLED/FAIL on the way out
+        sys.stderr.write(f"pquant: {exc or 'interrupted'}; stopped (MLflow runs marked "
+                         "KILLED)\n")
+        sys.exit(130)
+
+
+def _cli() -> None:
     register_configs()
     overrides = _plain_overrides()
     if overrides is not None and not os.environ.get("HYDRA_FULL_ERROR"):

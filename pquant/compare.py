@@ -48,11 +48,12 @@ class Row:
 def load_runs(experiment: str, tracking_uri: str | None = None, parent: str | None = None
               ) -> list[dict]:
     """Finished runs as flat dicts: metrics, ``choice.*`` tags, ``seed``, ``run_id``."""
-    from mlflow.tracking import MlflowClient
-
     from pquant.tracking.mlflow_tracker import default_uri
+    from pquant.tracking.stale import reap_stale_runs
+    from pquant.tracking.store import open_client
 
-    client = MlflowClient(tracking_uri=tracking_uri or default_uri())
+    client = open_client(tracking_uri or default_uri())
+    reap_stale_runs(client)  # runs of processes that are gone are KILLED, not "still running"
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         raise SystemExit(f"no MLflow experiment named {experiment!r} at "

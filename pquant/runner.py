@@ -25,6 +25,7 @@ from pquant.metrics.summary import format_summary
 from pquant.nn.finalize import finalize
 from pquant.nn.replace import add_compression_layers
 from pquant.tracking.hydra_callback import read_parent_run
+from pquant.training import interrupt
 from pquant.training.loop import train_model
 from pquant.training.task import build_loss, configured_task, data_overrides, reconcile
 
@@ -117,13 +118,45 @@ def _load_kernels(device: torch.device | None = None) -> str:
         raise ConfigError(str(exc)) from None
 
 
+def _build_training(s, model: torch.nn.Module, task: str) -> tuple[Any, Any, Any]:
+    """Optimizer (on ``model``), scheduler and loss (the task's default when ``training.loss`` is
+    null), built now so that a bad setting fails before any tracking run exists."""
+    t = s.training
+
+    def call(path: str, factory, *args):
+        try:
+            return factory(*args)
+        except (ValueError, TypeError, KeyError) as exc:
+            target = getattr(factory, "func", factory)
+            name = getattr(target, "__qualname__", repr(target))
+            raise ConfigError(f"{path}: {name} rejected the settings: {exc}") from None
+
+    optimizer = call("training.optimizer", _build("training.optimizer", t.optimizer),
+                     model.parameters())
+    scheduler = None
+    if t.scheduler is not None:
+        scheduler = call("training.scheduler", _build("training.scheduler", t.scheduler),
+                         optimizer)
+    return optimizer, scheduler, build_loss(t, task)
+
+
 def run(cfg: DictConfig, output_dir: str | None = None) -> dict[str, Any]:
     """Run one experiment described by the composed config ``cfg``.
+
+    SIGINT/SIGTERM stop it at the next batch boundary (the run is marked KILLED and
+    :class:`pquant.training.interrupt.Interrupted` is raised).
 
     Returns:
         The report (flat metrics plus ``warnings``), also written to ``<output_dir>/report.json``.
     """
+    with interrupt.handle_signals():
+        return _run(cfg, output_dir)
+
+
+def _run(cfg: DictConfig, output_dir: str | None) -> dict[str, Any]:
     s = sections(cfg)  # every range check, before any model surgery
+    tracker = _build("tracking", cfg.tracking)
+    tracker.check()  # unreachable or unwritable store: fail now, within seconds
     _load_kernels()
     hydra_run = _HydraRun(output_dir)
     out = hydra_run.output_dir
@@ -135,11 +168,10 @@ def run(cfg: DictConfig, output_dir: str | None = None) -> dict[str, Any]:
     task = configured_task(cfg)
     data = _build("data", cfg.data, **data_overrides(cfg.data, task))
     task = reconcile(data, task)
-    loss_fn = build_loss(s.training, task)
     model = _build("model", cfg.model, input_size=data.num_features,
                    output_size=getattr(data, "num_outputs", data.num_classes))
     model = add_compression_layers(model, cfg, inplace=True).to(device)
-    tracker = _build("tracking", cfg.tracking)
+    optimizer, scheduler, loss_fn = _build_training(s, model, task)
 
     choices = hydra_run.choices or {"pruning": s.pruning.pruning_method}
     title = " / ".join(f"{k}={choices[k]}" for k in ("data", "model", "pruning", "quantization")
@@ -163,11 +195,13 @@ def run(cfg: DictConfig, output_dir: str | None = None) -> dict[str, Any]:
     run_name = "-".join(choices.get(k, "") for k in ("pruning", "quantization", "model")
                         if choices.get(k))
 
+    interrupt.check()  # a signal during set-up: stop before a run is created
     with tracker.track(run_name=run_name or "pquant", params=flatten(resolved), tags=tags,
                        parent_run_id=parent):
         result = train_model(model, cfg, data.train_loader(s.training.batch_size, int(cfg.seed)),
                              data.val_loader(s.training.eval_batch_size), device=device,
-                             loss_fn=loss_fn, on_epoch_end=tracker.log_metrics)
+                             optimizer=optimizer, scheduler=scheduler, loss_fn=loss_fn,
+                             on_epoch_end=tracker.log_metrics)
         val = evaluate(model, data.val_loader(s.training.eval_batch_size), loss_fn, device)
         test = evaluate(model, data.test_loader(s.training.eval_batch_size), loss_fn, device)
         metrics = compression_report(model, data.example_input(1).to(device))

@@ -1,7 +1,7 @@
 """Wall time of an 8-trial Optuna study: joblib launcher with 2 workers vs the serial launcher.
 
 Each study runs the digits MLP (PDP + 8-bit fixed point) for a short schedule per trial, as
-subprocesses of ``python -m pquant -m hydra/sweeper=optuna ...``; both studies use the random
+subprocesses of ``python -m pquant -m hydra/sweeper=pquant_optuna ...``; both studies use the random
 sampler with the same seed, so they run the same 8 trials.
 
 Usage: python scripts/bench_sweep.py [--trials 8] [--workers 2] [--epochs 150] [--batch 8]
@@ -20,8 +20,8 @@ from pathlib import Path
 
 def study(tmp: Path, name: str, trials: int, workers: int, epochs: int, parallel: bool,
           batch: int) -> float:
-    args = [sys.executable, "-m", "pquant", "-m", "hydra/sweeper=optuna",
-            "hydra/sweeper/sampler=random", "hydra.sweeper.sampler.seed=0",
+    args = [sys.executable, "-m", "pquant", "-m", "hydra/sweeper=pquant_optuna",
+            "hydra/sweeper/pquant_sampler=random", "hydra.sweeper.sampler.seed=0",
             f"hydra.sweeper.n_trials={trials}", "pruning.sparsity=interval(0.5,0.95)",
             f"training.epochs={epochs}", "training.pretraining_epochs=5", "pruning.epsilon=0.1",
             "tracking=none", "training.progress=false", f"hydra.sweep.dir={tmp / name}",

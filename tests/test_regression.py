@@ -157,7 +157,7 @@ def test_compare_uses_r2_for_regression_runs(tmp_path):
 def test_a_sweep_on_regression_minimises_val_mse_by_default(tmp_path):
     env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true")
     env.pop("MLFLOW_TRACKING_URI", None)
-    cmd = [sys.executable, "-m", "pquant", "-m", "hydra/sweeper=optuna",
+    cmd = [sys.executable, "-m", "pquant", "-m", "hydra/sweeper=pquant_optuna",
            "data=synthetic_regression", "training.epochs=2", "training.pretraining_epochs=0",
            "training.progress=false", "pruning.epsilon=0.5", "hydra.sweeper.n_trials=2",
            "pruning.sparsity=interval(0.3,0.6)", f"hydra.sweep.dir={tmp_path / 'sweep'}",

@@ -1,1 +1,1 @@
-"""pquant's Hydra sweeper on current Optuna (``hydra/sweeper=optuna``)."""
+"""pquant's Hydra sweeper on current Optuna (``hydra/sweeper=pquant_optuna``)."""

@@ -78,26 +78,9 @@ class PQuantOptunaSweeper(Sweeper):
     def _directions(self) -> list[str]:
         return list(self.objectives.values())
 
-    def _storage(self, study_name: str):
-        import optuna
-
-        from pquant.tracking.mlflow_tracker import start_dir
-
-        target = self.storage
-        if target is None:
-            target = str(Path(start_dir()) / "outputs" / "optuna" / f"{study_name}.journal")
-        if "://" in target:
-            if target.startswith("sqlite:///"):
-                Path(target[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-            return optuna.storages.RDBStorage(target), target
-        path = Path(target)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        backend = optuna.storages.journal.JournalFileBackend(str(path))
-        return optuna.storages.JournalStorage(backend), str(path)
-
     def _sampler(self, space):
-        """The sampler: ``hydra/sweeper/sampler`` (tpe by default), or the reference block's
-        ``finetuning.sampler.type``/``params`` when only that one was changed."""
+        """The sampler: ``hydra/sweeper/pquant_sampler`` (tpe by default), or the reference
+        block's ``finetuning.sampler.type``/``params`` when only that one was changed."""
         import optuna
 
         finetuning = self.config.get("finetuning") or {}
@@ -116,8 +99,8 @@ class PQuantOptunaSweeper(Sweeper):
         elif not hydra_default and not reference_default and func is not None \
                 and func is not getattr(optuna.samplers, kind):
             raise CompactHydraException(
-                f"two samplers were asked for: hydra/sweeper/sampler ({func.__name__}) and "
-                f"finetuning.sampler.type ({kind}); set one of them")
+                f"two samplers were asked for: hydra/sweeper/pquant_sampler ({func.__name__}) "
+                f"and finetuning.sampler.type ({kind}); set one of them")
         if sampler is None:
             sampler = functools.partial(optuna.samplers.TPESampler)
         if isinstance(sampler, functools.partial):
@@ -133,21 +116,37 @@ class PQuantOptunaSweeper(Sweeper):
         from hydra.utils import instantiate
 
         tracking = self.config.get("tracking")
-        return instantiate(tracking) if tracking is not None else None
-
-    def _parent_run(self, study, study_name: str, sweep_dir: Path) -> Optional[str]:
-        """One MLflow parent run per study, shared by every worker and rerun."""
-        tracker = self._tracker()
+        tracker = instantiate(tracking) if tracking is not None else None
         if tracker is None or not tracker.enabled:
             return None
-        run_id = study.user_attrs.get("mlflow_parent_run_id")
-        if run_id is None:
-            run_id = tracker.start_parent(run_name=f"study {study_name}", tags={
-                "pquant.kind": "sweep", "optuna.study": study_name,
-                "pquant.sweep_dir": str(sweep_dir.resolve())})
-            study.set_user_attr("mlflow_parent_run_id", run_id)
-        else:
-            tracker.reopen_parent(run_id)
+        tracker.check()  # an unreachable or unwritable store: fail before any trial
+        return tracker
+
+    def _parent_run(self, tracker, study, storage, target: str, sweep_dir: Path) -> Optional[str]:
+        """One MLflow parent run per study, shared by every worker and rerun; this process
+        registers as one of its workers (the last worker to leave ends it)."""
+        from pquant.hpo.storage import shareable
+        from pquant.hpo.study import PARENT_ATTR, parent_run_id
+        from pquant.tracking.stale import STORAGE_TAG, STUDY_TAG
+
+        name = study.study_name
+
+        def create() -> str:
+            tags = {"pquant.kind": "sweep", STUDY_TAG: name,
+                    "pquant.sweep_dir": str(sweep_dir.resolve())}
+            if shareable(target):
+                tags[STORAGE_TAG] = target
+            return tracker.start_parent(run_name=f"study {name}", tags=tags, owned=False)
+
+        run_id = parent_run_id(study, storage, create)
+        try:
+            tracker.join_parent(run_id)
+        except Exception as exc:  # noqa: BLE001 - e.g. the study moved to another MLflow store
+            log.warning("parent run %s of study %r is not in this MLflow store (%s); starting "
+                        "a new one", run_id, name, exc)
+            run_id = create()
+            study.set_user_attr(PARENT_ATTR, run_id)
+            tracker.join_parent(run_id)
         (sweep_dir / "tracking_parent.json").write_text(json.dumps({"run_id": run_id}))
         self._parent = (tracker, run_id)
         return run_id
@@ -160,24 +159,42 @@ class PQuantOptunaSweeper(Sweeper):
             tracker.log_parent_metrics(run_id, {f"objective/{k}": v for k, v in
                                                 zip(self.objectives, values)}, step=number)
 
-    def _end_parent(self, status: str) -> None:
+    def _leave_parent(self, status: str) -> None:
         parent = getattr(self, "_parent", None)
         if parent is not None:
-            parent[0].end_parent(parent[1], status)
+            self._parent = None
+            final = parent[0].leave_parent(parent[1], status)
+            if final is None:
+                log.info("other workers of the study still run: the parent run stays RUNNING")
+
+    def _study(self, space):
+        import optuna
+
+        from pquant.config.schema import FinetuningConfig
+        from pquant.hpo.stale import fail_stale_trials
+        from pquant.hpo.storage import default_storage, open_storage
+        from pquant.hpo.study import check_directions, default_study_name
+
+        finetuning = self.config.get("finetuning") or {}
+        name = self.study_name or finetuning.get("experiment_name")
+        if not name or name == FinetuningConfig().experiment_name:
+            name = default_study_name(self.objectives, space)
+        target = self.storage or default_storage(name)
+        storage = open_storage(target)
+        study = optuna.create_study(study_name=name, storage=storage,
+                                    sampler=self._sampler(space),
+                                    directions=self._directions(), load_if_exists=True)
+        check_directions(study, self._directions(), target)
+        fail_stale_trials(study)
+        return study, storage, target
 
     # ------------------------------------------------------------------ sweep
     def sweep(self, arguments: list[str]) -> Any:
-        import optuna
-
-        from pquant.hpo.results import objective_values, write_results
-        from pquant.hpo.space import (
-            reference_search_space,
-            serialize,
-            split_search_space,
-            trial_overrides,
-        )
+        from pquant.hpo.space import reference_search_space, split_search_space
+        from pquant.training import interrupt
 
         assert self.config is not None and self.launcher is not None
+        tracker = self._tracker()
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
@@ -190,69 +207,97 @@ class PQuantOptunaSweeper(Sweeper):
                 "the optuna sweeper needs a search space: give sweep overrides such as "
                 "'pruning.sparsity=interval(0.5,0.95)', hydra.sweeper.params, or "
                 "finetuning.hyperparameter_search (e.g. finetuning=pdp_sparsity)")
-        directions = self._directions()
-        study_name = self.study_name or finetuning.get("experiment_name") or "pquant"
-        storage, where = self._storage(study_name)
-        study = optuna.create_study(study_name=study_name, storage=storage,
-                                    sampler=self._sampler(space), directions=directions,
-                                    load_if_exists=True)
-        if [d.name.lower() for d in study.directions] != directions:
-            raise CompactHydraException(
-                f"study {study_name!r} in {where} was created with directions "
-                f"{[d.name.lower() for d in study.directions]}, not {directions}; use another "
-                "hydra.sweeper.study_name or storage")
-        self._parent_run(study, study_name, sweep_dir)
+        study, storage, target = self._study(space)
+        if tracker is not None:
+            self._parent_run(tracker, study, storage, target, sweep_dir)
         n_trials = int(self.n_trials or finetuning.get("num_trials") or 20)
+        log.info("study %r (%s): %d trials, %s, %s, search space %s; to continue it later, run "
+                 "the same command (or set hydra.sweeper.study_name=%s)", study.study_name,
+                 target, n_trials, dict(self.objectives), type(study.sampler).__name__,
+                 {k: repr(v) for k, v in space.items()}, study.study_name)
+        try:
+            returns = self._trials(study, space, fixed, n_trials, sweep_dir, interrupt)
+        except KeyboardInterrupt:
+            self._leave_parent("KILLED")
+            raise
+        except BaseException:
+            self._leave_parent("FAILED")
+            raise
+        self._write(study, sweep_dir)
+        self._leave_parent("FINISHED")
+        log.info("study %r: results in %s", study.study_name, sweep_dir / RESULTS_FILE)
+        return returns
+
+    def _write(self, study, sweep_dir: Path) -> None:
+        from pquant.hpo.results import write_results
+
+        write_results(study, sweep_dir / RESULTS_FILE, list(self.objectives),
+                      type(study.sampler).__name__)
+
+    def _trials(self, study, space, fixed, n_trials: int, sweep_dir: Path, interrupt) -> list:
+        import optuna
+
+        from pquant.hpo.results import objective_values
+        from pquant.hpo.space import serialize, trial_overrides
+        from pquant.hpo.stale import WORKER_ATTR
+        from pquant.hpo.study import counted, over_budget
+        from pquant.tracking.process import ProcessId
+
+        me = str(ProcessId.current())
         allowed_failures = max(1, int(self.max_failure_rate * n_trials))
-        log.info("study %r (%s): %d trials, %s, %s, search space %s", study_name, where,
-                 n_trials, dict(self.objectives), type(study.sampler).__name__,
-                 {k: repr(v) for k, v in space.items()})
         launched = failed = 0
         last_error: Optional[BaseException] = None
         returns = []
-        try:
-            while launched < n_trials:
-                batch = min(self.n_jobs, n_trials - launched)
-                if self.max_trials is not None:
-                    left = self.max_trials - len(study.get_trials(deepcopy=False))
-                    if left <= 0:
-                        log.info("study %r reached max_trials=%d", study_name, self.max_trials)
-                        break
-                    batch = min(batch, left)
-                trials = [study.ask(space) for _ in range(batch)]
-                jobs = [fixed + trial_overrides(t.params)
-                        + [f"++tracking.tags.optuna_trial={t.number}",
-                           f"++tracking.tags.optuna_study={serialize(study_name)}"]
-                        for t in trials]
+        while launched < n_trials:
+            interrupt.check()
+            batch = min(self.n_jobs, n_trials - launched)
+            if self.max_trials is not None:
+                left = self.max_trials - counted(study.get_trials(deepcopy=False))
+                if left <= 0:
+                    log.info("study %r reached max_trials=%d", study.study_name,
+                             self.max_trials)
+                    break
+                batch = min(batch, left)
+            trials = []
+            for _ in range(batch):
+                trial = study.ask(space)
+                trial.set_user_attr(WORKER_ATTR, me)
+                if over_budget(study, trial, self.max_trials):
+                    break
+                trials.append(trial)
+            if not trials:
+                log.info("study %r reached max_trials=%d", study.study_name, self.max_trials)
+                break
+            jobs = [fixed + trial_overrides(t.params)
+                    + [f"++tracking.tags.optuna_trial={t.number}",
+                       f"++tracking.tags.optuna_study={serialize(study.study_name)}"]
+                    for t in trials]
+            try:
                 results = self.launcher.launch(jobs, initial_job_idx=self.job_idx)
-                self.job_idx += len(jobs)
-                launched += len(jobs)
-                for trial, result in zip(trials, results):
-                    try:
-                        values = objective_values(result.return_value, list(self.objectives))
-                        study.tell(trial, values)
-                        self._log_objectives(trial.number, values)
-                    except Exception as exc:  # noqa: BLE001 - a failed trial is data
-                        study.tell(trial, state=optuna.trial.TrialState.FAIL)
-                        failed += 1
-                        last_error = exc
-                        log.warning("trial %d failed: %s", trial.number, exc)
-                returns.append(results)
-                write_results(study, sweep_dir / RESULTS_FILE, list(self.objectives),
-                              type(study.sampler).__name__)
-                if failed > allowed_failures:
-                    raise StudyFailed(
-                        f"optuna sweep stopped: {failed} of {launched} trials failed, more than "
-                        f"hydra.sweeper.max_failure_rate={self.max_failure_rate} of "
-                        f"{n_trials} trials allows ({allowed_failures}). Last error: "
-                        f"{type(last_error).__name__}: {last_error}")
-        except BaseException:
-            self._end_parent("FAILED")
-            raise
-        write_results(study, sweep_dir / RESULTS_FILE, list(self.objectives),
-                      type(study.sampler).__name__)
-        self._end_parent("FINISHED")
-        log.info("study %r: results in %s", study_name, sweep_dir / RESULTS_FILE)
+            except BaseException:
+                for trial in trials:  # in flight: never left RUNNING
+                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                raise
+            self.job_idx += len(jobs)
+            launched += len(jobs)
+            for trial, result in zip(trials, results):
+                try:
+                    values = objective_values(result.return_value, list(self.objectives))
+                    study.tell(trial, values)
+                    self._log_objectives(trial.number, values)
+                except Exception as exc:  # noqa: BLE001 - a failed trial is data
+                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                    failed += 1
+                    last_error = exc
+                    log.warning("trial %d failed: %s", trial.number, exc)
+            returns.append(results)
+            self._write(study, sweep_dir)
+            if failed > allowed_failures:
+                raise StudyFailed(
+                    f"optuna sweep stopped: {failed} of {launched} trials failed, more than "
+                    f"hydra.sweeper.max_failure_rate={self.max_failure_rate} of "
+                    f"{n_trials} trials allows ({allowed_failures}). Last error: "
+                    f"{type(last_error).__name__}: {last_error}")
         return returns
 
 

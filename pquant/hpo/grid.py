@@ -19,7 +19,7 @@ def grid_space(space: dict) -> dict[str, list]:
             n = int(round((dist.high - dist.low) / dist.step)) + 1
             grid[name] = [round(dist.low + k * dist.step, 12) for k in range(n)]
         else:
-            raise ConfigError(f"hydra/sweeper/sampler=grid needs discrete values for {name}: "
+            raise ConfigError(f"hydra/sweeper/pquant_sampler=grid needs discrete values for {name}: "
                               "use choice(...) or range(...), not interval(...)")
     return grid
 

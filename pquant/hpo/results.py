@@ -33,10 +33,15 @@ def _trial(t, objectives: Sequence[str]) -> dict:
 
 
 def write_results(study, path: Path, objectives: Sequence[str], sampler: str = "") -> dict:
-    """Best trial (one objective) or Pareto front (several) of ``study``, written to ``path``."""
+    """Best trial (one objective) or Pareto front (several) of ``study``, written to ``path``.
+
+    Trials discarded because ``max_trials`` was reached are left out of the counts."""
     from optuna.trial import TrialState
 
-    trials = study.get_trials(deepcopy=False)
+    from pquant.hpo.study import DISCARDED_ATTR
+
+    every = study.get_trials(deepcopy=False)
+    trials = [t for t in every if DISCARDED_ATTR not in t.user_attrs]  # beyond max_trials
     complete = [t for t in trials if t.state is TrialState.COMPLETE]
     result = {
         "study": study.study_name,

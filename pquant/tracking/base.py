@@ -8,8 +8,6 @@ this so that no run is ever left RUNNING.
 from __future__ import annotations
 
 import contextlib
-import signal
-import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -58,14 +56,22 @@ class Tracker:
         return None
 
     # ------------------------------------------------------------------ sweeps
-    def start_parent(self, *, run_name: str, tags: Mapping[str, str]) -> str | None:
+    def check(self) -> None:
+        """Raise a clear error now if the store cannot be used (before any work is done)."""
+
+    def start_parent(self, *, run_name: str, tags: Mapping[str, str],
+                     owned: bool = True) -> str | None:
         return None
 
     def end_parent(self, run_id: str, status: str = "FINISHED") -> None:
         pass
 
-    def reopen_parent(self, run_id: str) -> None:
-        pass
+    def join_parent(self, run_id: str) -> None:
+        """Register this process as one of the workers of a study's parent run."""
+
+    def leave_parent(self, run_id: str, status: str = "FINISHED") -> str | None:
+        """This worker ends; the last one ends the parent. Returns the parent's final status."""
+        return None
 
     def log_parent_metrics(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
         pass
@@ -73,11 +79,9 @@ class Tracker:
     # ------------------------------------------------------------------ safety
     @contextlib.contextmanager
     def track(self, **start_kwargs) -> Iterator[Tracker]:
-        """Start a run; end it FINISHED, FAILED on an exception, KILLED on an interrupt/SIGTERM."""
+        """Start a run; end it FINISHED, FAILED on an exception, KILLED on an interrupt
+        (SIGINT/SIGTERM arrive as :class:`pquant.training.interrupt.Interrupted`)."""
         self.start(**start_kwargs)
-        previous = None
-        if threading.current_thread() is threading.main_thread():
-            previous = signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
             yield self
         except (KeyboardInterrupt, SystemExit):
@@ -88,13 +92,6 @@ class Tracker:
             raise
         else:
             self.end("FINISHED")
-        finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
-
-
-def _raise_interrupt(signum, frame):  # pragma: no cover - exercised through a subprocess
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 class NullTracker(Tracker):

@@ -43,6 +43,7 @@ class SweepTrackingCallback(Callback):
         tracker = instantiate(config.tracking)
         if not tracker.enabled:
             return
+        tracker.check()  # an unreachable or unwritable store: fail before any job
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         overrides = list(OmegaConf.select(config, "hydra.overrides.task", default=[]) or [])
@@ -60,7 +61,9 @@ class SweepTrackingCallback(Callback):
         self._finish("FINISHED")
 
     def _abort(self) -> None:
-        self._finish("FAILED")
+        from pquant.training.interrupt import received
+
+        self._finish("KILLED" if received() is not None else "FAILED")
 
     def _finish(self, status: str) -> None:
         if self._tracker is not None and self._run_id is not None:

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from pquant.tracking.base import Tracker
+from pquant.tracking.process import ProcessId
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +39,17 @@ def default_uri(directory: str | Path | None = None) -> str:
 
 
 def _local_db_dir(uri: str) -> Path | None:
-    if uri.startswith("sqlite:///"):
-        return Path(uri[len("sqlite:///"):]).parent
-    return None
+    from pquant.tracking.store import sqlite_path
+
+    path = sqlite_path(uri)
+    return path.parent if path is not None else None
+
+
+def uri_setting(explicit: str | None) -> str:
+    """The setting that chose the tracking URI, for messages."""
+    if not explicit and os.environ.get("MLFLOW_TRACKING_URI"):
+        return "MLFLOW_TRACKING_URI"
+    return "tracking.uri"
 
 
 def _chunks(items: list, size: int):
@@ -65,15 +74,26 @@ class MlflowTracker(Tracker):
         self._last_flush = 0.0
 
     # ------------------------------------------------------------------ plumbing
+    def check(self) -> None:
+        """Raise :class:`pquant.tracking.store.StoreError` within seconds if the store cannot be
+        reached, written or opened (called before any data or model is built); opening it
+        creates it (serialised across processes) and reaps runs of dead processes."""
+        from pquant.tracking.store import check_store
+
+        check_store(self.tracking_uri, uri_setting(self.uri))
+        self.client  # noqa: B018 - open now: a half-migrated store fails here, not after training
+
     @property
     def client(self):
+        """The client; the first use creates the store (locked) and reaps runs of dead
+        processes (once per process and store)."""
         if self._client is None:
-            from mlflow.tracking import MlflowClient
+            from pquant.tracking.stale import reap_stale_runs
+            from pquant.tracking.store import open_client
 
-            db_dir = _local_db_dir(self.tracking_uri)
-            if db_dir is not None:
-                db_dir.mkdir(parents=True, exist_ok=True)
-            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+            client = open_client(self.tracking_uri)
+            reap_stale_runs(client, once_key=self.tracking_uri)
+            self._client = client
         return self._client
 
     def _experiment(self) -> str:
@@ -109,6 +129,7 @@ class MlflowTracker(Tracker):
         from mlflow.entities import Param
 
         all_tags = dict(tags)
+        all_tags.update(ProcessId.current().tags())
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
         run = self.client.create_run(self._experiment(), run_name=self.run_name or run_name,
@@ -164,15 +185,28 @@ class MlflowTracker(Tracker):
         return f"mlflow ui --backend-store-uri {self.tracking_uri}"
 
     # ------------------------------------------------------------------ sweeps
-    def start_parent(self, *, run_name: str, tags: Mapping[str, str]) -> str | None:
-        run = self.client.create_run(self._experiment(), run_name=run_name, tags=dict(tags))
+    def start_parent(self, *, run_name: str, tags: Mapping[str, str],
+                     owned: bool = True) -> str | None:
+        """A parent run; ``owned``: this process's liveness decides it (plain multiruns), else
+        its registered workers do (studies, :mod:`pquant.tracking.stale`)."""
+        all_tags = dict(tags)
+        if owned:
+            all_tags.update(ProcessId.current().tags())
+        run = self.client.create_run(self._experiment(), run_name=run_name, tags=all_tags)
         return run.info.run_id
 
     def end_parent(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status)
 
-    def reopen_parent(self, run_id: str) -> None:
-        self.client.update_run(run_id, status="RUNNING")
+    def join_parent(self, run_id: str) -> None:
+        from pquant.tracking.stale import join_parent
+
+        join_parent(self.client, run_id)
+
+    def leave_parent(self, run_id: str, status: str = "FINISHED") -> str | None:
+        from pquant.tracking.stale import leave_parent
+
+        return leave_parent(self.client, run_id, status)
 
     def log_parent_metrics(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
         from mlflow.entities import Metric

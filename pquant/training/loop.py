@@ -42,6 +42,7 @@ from pquant.nn.weight_layer import CompressedWeightMixin
 from pquant.pruning.base import EpochInfo, RoundInfo, Stage
 from pquant.quant.base import Quantizer
 from pquant.quant.range_check import range_warnings
+from pquant.training import interrupt
 from pquant.training.losses import CompressionLoss
 from pquant.training.targets import check_targets
 from pquant.training.task import build_loss, training_task
@@ -139,6 +140,7 @@ class _Trainer:
         n = 0
         regression = False
         for x, y in self.train_loader:
+            interrupt.check()  # SIGINT/SIGTERM stop here, at a batch boundary
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             out = model(x)
             regression = y.is_floating_point()
@@ -159,6 +161,7 @@ class _Trainer:
         return metrics
 
     def _epoch(self, stage: Stage, epoch: int, num_epochs: int, rnd: int, bar) -> None:
+        interrupt.check()
         info = EpochInfo(stage, epoch, num_epochs, rnd, self.global_epoch)
         for layer in self.layers:
             layer.pruning.on_epoch_start(info)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 import yaml
@@ -18,7 +17,7 @@ def _sweep(tmp_path, *args, name="sweep", extra_env=None, wait=True):
     env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true")
     env.pop("MLFLOW_TRACKING_URI", None)
     env.update(extra_env or {})
-    cmd = [sys.executable, "-m", "pquant", "-m", "hydra/sweeper=optuna", *SMALL,
+    cmd = [sys.executable, "-m", "pquant", "-m", "hydra/sweeper=pquant_optuna", *SMALL,
            f"hydra.sweep.dir={tmp_path / name}",
            f"hydra.sweeper.storage={tmp_path / 'study.journal'}",
            f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", *args]
@@ -76,7 +75,7 @@ def test_single_objective_study_parent_children_and_resume(tmp_path):
 
 
 def test_two_objective_nsga2_writes_the_pareto_front(tmp_path):
-    r = _sweep(tmp_path, "hydra/sweeper/sampler=nsgaii", "hydra.sweeper.n_trials=4",
+    r = _sweep(tmp_path, "hydra/sweeper/pquant_sampler=nsgaii", "hydra.sweeper.n_trials=4",
                "hydra.sweeper.objectives=[val/accuracy:maximize,ebops/total:minimize]",
                "pruning.sparsity=interval(0.3,0.95)", "hydra.sweeper.study_name=s2",
                "tracking=none")
@@ -90,7 +89,7 @@ def test_two_objective_nsga2_writes_the_pareto_front(tmp_path):
 
 def test_a_failing_trial_is_recorded_and_the_sweep_continues(tmp_path):
     # grid over two values: 1.5 is rejected by the config check, 0.6 runs
-    r = _sweep(tmp_path, "hydra/sweeper/sampler=grid", "hydra.sweeper.n_trials=2",
+    r = _sweep(tmp_path, "hydra/sweeper/pquant_sampler=grid", "hydra.sweeper.n_trials=2",
                "pruning.sparsity=choice(1.5,0.6)", "hydra.sweeper.study_name=s3",
                "tracking=none")
     assert r.returncode == 0, r.stderr
@@ -110,22 +109,104 @@ def test_too_many_failures_stop_the_sweep_with_a_clear_message(tmp_path):
     assert parents[0].info.status == "FAILED"
 
 
-def test_two_processes_share_one_study(tmp_path):
-    args = ["hydra.sweeper.n_trials=3", "pruning.sparsity=interval(0.5,0.95)",
-            "hydra.sweeper.study_name=shared", "tracking=none"]
-    a = _sweep(tmp_path, *args, name="worker_a", wait=False)
-    time.sleep(0.5)
-    b = _sweep(tmp_path, *args, name="worker_b", wait=False)
-    out_a, out_b = a.communicate(timeout=600), b.communicate(timeout=600)
-    assert a.returncode == 0, out_a[1]
-    assert b.returncode == 0, out_b[1]
+def _sweep_cmd(tmp_path, *args):
+    return [sys.executable, "-m", "pquant", "-m", "hydra/sweeper=pquant_optuna", *SMALL,
+            f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", *args]
+
+
+def _env():
+    env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true", PQUANT_KERNELS="off")
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
+def test_two_workers_share_one_study_budget_and_parent(tmp_path):
+    """Two worker processes started together on one study: exactly max_trials trials count,
+    one parent run, ended FINISHED by the last worker; default sweep folders differ."""
+    args = ["hydra.sweeper.n_trials=3", "hydra.sweeper.max_trials=4",
+            "pruning.sparsity=interval(0.5,0.95)", "hydra.sweeper.study_name=shared",
+            f"hydra.sweeper.storage={tmp_path / 'study.journal'}"]
+    procs = [subprocess.Popen(_sweep_cmd(tmp_path, *args), cwd=tmp_path, env=_env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=900) for p in procs]
+    for p, (_out, err) in zip(procs, outs):
+        assert p.returncode == 0, err
     import optuna
 
     storage = optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(tmp_path / "study.journal")))
     study = optuna.load_study(study_name="shared", storage=storage)
-    numbers = [t.number for t in study.trials]
-    assert sorted(numbers) == list(range(6))  # no duplicates, nothing lost
+    counted = [t for t in study.trials if t.state.name != "FAIL"]
+    assert len(counted) == 4 and all(t.state.name == "COMPLETE" for t in counted)
+    assert all("pquant_discarded" in t.user_attrs for t in study.trials
+               if t.state.name == "FAIL")
+    runs = _runs(tmp_path)
+    parents = [x for x in runs if x.data.tags.get("pquant.kind") == "sweep"]
+    children = [x for x in runs if x.data.tags.get("pquant.kind") == "job"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(children) == 4
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+    workers = [k for k in parents[0].data.tags if k.startswith("pquant.worker/")]
+    assert len(workers) == 2
+    assert {parents[0].data.tags[k] for k in workers} == {"0 FINISHED"}
+    sweep_dirs = list((tmp_path / "outputs" / "multirun").glob("*/*"))
+    assert len(sweep_dirs) == 2
+
+
+def test_sweeps_without_a_study_name_do_not_collide(tmp_path):
+    """The README's examples in order: one objective, then two, no study name given."""
+    base = ["hydra.sweeper.n_trials=1", "tracking=none"]
+    first = subprocess.run(_sweep_cmd(tmp_path, *base, "pruning.sparsity=interval(0.5,0.95)",
+                                      f"hydra.sweep.dir={tmp_path / 'a'}"),
+                           cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr
+    second = subprocess.run(_sweep_cmd(
+        tmp_path, *base, "hydra/sweeper/pquant_sampler=nsgaii",
+        "hydra.sweeper.objectives=[val/accuracy:maximize,ebops/total:minimize]",
+        "pruning.sparsity=interval(0.5,0.97)", f"hydra.sweep.dir={tmp_path / 'b'}"),
+        cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr
+    a, b = _results(tmp_path, "a")["study"], _results(tmp_path, "b")["study"]
+    assert a != b and a.startswith("sparsity-") and b.startswith("sparsity-")
+    assert f"hydra.sweeper.study_name={a}" in first.stdout + first.stderr  # how to continue
+    # reusing the first study with the second's objectives names the setting to change
+    third = subprocess.run(_sweep_cmd(
+        tmp_path, *base, f"hydra.sweeper.study_name={a}",
+        "hydra.sweeper.objectives=[val/accuracy:maximize,ebops/total:minimize]",
+        "pruning.sparsity=interval(0.5,0.95)", f"hydra.sweep.dir={tmp_path / 'c'}"),
+        cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
+    assert third.returncode != 0
+    assert (tmp_path / "outputs" / "optuna" / f"{a}.journal").is_file()  # default storage
+    assert "hydra.sweeper.study_name" in third.stderr and "directions" in third.stderr
+    assert "Traceback" not in third.stderr
+
+
+def test_default_study_name_depends_on_objectives_and_space():
+    from optuna.distributions import FloatDistribution
+
+    from pquant.hpo.study import default_study_name
+
+    space = {"pruning.sparsity": FloatDistribution(0.5, 0.95)}
+    one = default_study_name({"val/accuracy": "maximize"}, space)
+    assert one == default_study_name({"val/accuracy": "maximize"}, dict(space))
+    assert one != default_study_name({"val/accuracy": "minimize"}, space)
+    assert one != default_study_name({"val/accuracy": "maximize"},
+                                     {"pruning.sparsity": FloatDistribution(0.5, 0.9)})
+
+
+def test_the_sweeper_does_not_take_the_official_plugin_names():
+    from hydra.core.config_store import ConfigStore
+
+    import hydra_plugins.pquant_optuna_sweeper.config  # noqa: F401 - registers
+
+    repo = ConfigStore.instance().repo["hydra"]["sweeper"]
+    assert "pquant_optuna.yaml" in repo
+    assert "optuna.yaml" not in repo or repo["optuna.yaml"].provider != "pquant"
+    assert "sampler" not in repo or all(n.provider != "pquant"
+                                        for n in repo["sampler"].values())
+    assert set(repo["pquant_sampler"]) == {f"{n}.yaml" for n in
+                                           ("tpe", "random", "grid", "nsgaii", "cmaes")}
 
 
 def test_finetuning_preset_runs_a_study(tmp_path):

@@ -118,3 +118,54 @@ def test_default_uri_is_absolute_under_the_start_dir(tmp_path, monkeypatch):
     assert default_uri() == f"sqlite:///{tmp_path.resolve() / 'outputs' / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////elsewhere/x.db")
     assert default_uri() == "sqlite:////elsewhere/x.db"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("training.optimizer.lr=-1", r"training.optimizer: .*Adam.* rejected the settings: "
+                                 r"Invalid learning rate"),
+    ("training.optimizer._target_=torch.optim.Nope", r"training.optimizer: could not build "
+                                                     r"'torch.optim.Nope'"),
+])
+def test_optimizer_errors_come_before_the_run_exists(compose, fast_overrides, tmp_path, store,
+                                                     override, message, monkeypatch):
+    import pquant.runner as runner
+    from pquant import ConfigError
+
+    def never(*args, **kwargs):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(runner, "train_model", never)
+    overrides = [o for o in fast_overrides if o != "tracking=none"]
+    with pytest.raises(ConfigError, match=message):
+        run(compose(overrides + [f"tracking.uri={store}", override]), output_dir=str(tmp_path))
+    assert _runs(store) == []
+
+
+def test_a_bad_scheduler_is_refused_before_the_run_exists(compose, fast_overrides, tmp_path,
+                                                          store):
+    from pquant import ConfigError
+
+    overrides = [o for o in fast_overrides if o != "tracking=none"]
+    cfg = compose(overrides + [f"tracking.uri={store}",
+                               "training.scheduler={_target_:torch.optim.lr_scheduler.StepLR,"
+                               "_partial_:true,gamma:0.5}"])  # StepLR needs step_size
+    with pytest.raises(ConfigError, match=r"training.scheduler: .*StepLR.* rejected"):
+        run(cfg, output_dir=str(tmp_path))
+    assert _runs(store) == []
+
+
+def test_bad_optimizer_on_the_command_line_exits_cleanly_without_a_run(tmp_path):
+    import subprocess
+    import sys
+
+    db = tmp_path / "mlflow.db"
+    env = {k: v for k, v in __import__("os").environ.items() if k != "MLFLOW_TRACKING_URI"}
+    r = subprocess.run([sys.executable, "-m", "pquant", "data=synthetic", "training.epochs=1",
+                        "training.optimizer.lr=-1", f"tracking.uri=sqlite:///{db}"],
+                       cwd=tmp_path, env=dict(env, MLFLOW_DISABLE_TELEMETRY="true",
+                                              PQUANT_KERNELS="off"),
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 2, r.stderr  # pquant's config-error exit status
+    assert "training.optimizer" in r.stderr and "Invalid learning rate" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not db.exists() or _runs(f"sqlite:///{db}") == []

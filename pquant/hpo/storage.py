@@ -1,0 +1,45 @@
+"""Optuna storages: a journal file (default) or an RDB URL, created safely by many processes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+
+def default_storage(study_name: str) -> str:
+    """``<start dir>/outputs/optuna/<study>.journal``."""
+    from pquant.tracking.mlflow_tracker import start_dir
+
+    return str(Path(start_dir()) / "outputs" / "optuna" / f"{study_name}.journal")
+
+
+def local_file(target: str) -> Path | None:
+    """The file behind a journal path or a ``sqlite:///`` URL (None for server databases)."""
+    if "://" not in target:
+        return Path(target)
+    if target.startswith("sqlite:///"):
+        return Path(target[len("sqlite:///"):].split("?", 1)[0])
+    return None
+
+
+def shareable(target: str) -> bool:
+    """Whether ``target`` may be written into a tag (it holds no password)."""
+    return "://" not in target or urlsplit(target).password is None
+
+
+def open_storage(target: str):
+    """An Optuna storage for a journal file path or an RDB URL (sqlite created under a lock)."""
+    import optuna
+
+    from pquant.tracking.store import file_lock
+
+    path = local_file(target)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    if "://" in target:
+        if path is None:
+            return optuna.storages.RDBStorage(target)
+        with file_lock(path.with_name(path.name + ".lock")):
+            return optuna.storages.RDBStorage(target)
+    backend = optuna.storages.journal.JournalFileBackend(str(path))
+    return optuna.storages.JournalStorage(backend)
