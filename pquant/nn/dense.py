@@ -60,6 +60,12 @@ class PQDense(CompressedWeightMixin, nn.Linear):
     def _op(self, x: torch.Tensor, weight, bias) -> torch.Tensor:
         return F.linear(x, weight, bias)
 
+    def export_body(self, name: str) -> list:
+        """Export rule: one matrix product with the baked weight and bias."""
+        from pquant.export.ops import LinearOp, array
+
+        return [LinearOp(array(self.weight), array(self.bias))]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ext = kernels.get()
         # (parameters read from their dict: this runs once per layer and step)
