@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from pquant import kernels
 from pquant.config.errors import ConfigError
 from pquant.config.sections import sections
+from pquant.export.config import export_settings
 from pquant.metrics.accuracy import evaluate
 from pquant.metrics.report import compression_report
 from pquant.metrics.summary import format_summary
@@ -98,6 +99,30 @@ class _HydraRun:
         self.output_dir = Path(output_dir)
 
 
+# ----------------------------------------------------------------------------- export
+def _export(model, data, export, out: Path, tracker, report: dict, step: int) -> str:
+    """Write and check the exports; record them; raise on any mismatch (a failed export)."""
+    import shutil
+
+    from pquant.export.check import ExportMismatch, check_exports, summary_line
+
+    inputs = torch.cat([x for x, _ in data.test_loader(1024)])
+    metrics, paths = check_exports(model.cpu(), inputs, out, export.formats,
+                                   backend=export.backend, io_type=export.io_type)
+    tracker.log_metrics(metrics, step=step)
+    report.update(metrics)
+    (out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True))
+    tracker.log_artifact(out / "report.json")
+    for path in paths:
+        if path.is_dir():
+            path = Path(shutil.make_archive(str(path), "zip", path))
+        tracker.log_artifact(path)
+    line = summary_line(metrics)
+    if metrics["export/mismatches"]:
+        raise ExportMismatch(f"export failed: {line} (files in {out})")
+    return line
+
+
 # ----------------------------------------------------------------------------- run
 def _load_kernels() -> None:
     """Build/load the fused CPU kernels now (not mid-run); a bad PQUANT_KERNELS is a clean error."""
@@ -116,6 +141,7 @@ def run(cfg: DictConfig, output_dir: str | None = None) -> dict[str, Any]:
         The report (flat metrics plus ``warnings``), also written to ``<output_dir>/report.json``.
     """
     s = sections(cfg)  # every range check, before any model surgery
+    export = export_settings(cfg)  # (and the export extra, before any training)
     _load_kernels()
     hydra_run = _HydraRun(output_dir)
     out = hydra_run.output_dir
@@ -174,6 +200,10 @@ def run(cfg: DictConfig, output_dir: str | None = None) -> dict[str, Any]:
         torch.save(model.state_dict(), out / "model.pt")
         finalize(model)  # frozen quantizers, baked weights: the deployable model
         torch.save(model.state_dict(), out / "model_final.pt")
+        export_line = None
+        if export.formats:
+            export_line = _export(model, data, export, out, tracker, report,
+                                  step=len(result.history))
         tracker.log_artifact(out / "report.json")
         tracker.log_artifact(out / "config.yaml")
         if tracker.log_model:
@@ -190,6 +220,8 @@ def run(cfg: DictConfig, output_dir: str | None = None) -> dict[str, Any]:
             footer.append(f"browse      {tracker.ui_command()}")
     if conversion.unsupported:
         footer.append(f"unconverted {conversion.unsupported} (floating point)")
+    if export_line:
+        footer.append(f"export      {export_line}")
     footer += [f"WARNING     {w}" for w in result.warnings]
     print(format_summary(metrics, title, layers, footer), flush=True)
     return report
