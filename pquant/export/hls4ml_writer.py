@@ -17,7 +17,9 @@ layer dictionaries handed to ``ModelGraph.from_layer_list`` -- so pquant writes 
 
 from __future__ import annotations
 
+import logging
 import math
+import re
 
 import numpy as np
 
@@ -34,6 +36,8 @@ from pquant.export.ops import (
 )
 from pquant.export.precision import exact_channel_format, fixed_type, frac_bits
 from pquant.quant.modes import OverflowMode, RoundMode
+
+log = logging.getLogger(__name__)
 
 
 def _ap(lo: float, hi: float, f: int, rnd: str = "TRN", sat: str = "WRAP") -> str:
@@ -97,7 +101,9 @@ class LayerListBuilder:
         self.max_bits = 0
 
     def _name(self, hint: str) -> str:
-        base = hint.replace(".", "_")
+        base = re.sub(r"\W", "_", hint)
+        if not base[:1].isalpha():  # (C++ identifiers; nn.Sequential names are numbers)
+            base = f"layer_{base}"
         name, n = base, 1
         while name in self.names:
             n += 1
@@ -151,6 +157,10 @@ class LayerListBuilder:
         for step in steps:
             r, shape = self._step(step, r, shape)
             self.max_bits = max(self.max_bits, r.bits)
+            if r.bits > 24 and isinstance(step.op, (LinearOp, ConvOp, AvgPoolOp)):
+                log.warning("layer %r: its exact result needs %d bits, more than float32's 24: "
+                            "the torch model may round there and differ from the exact "
+                            "fixed-point export (the check will tell)", step.name, r.bits)
         return self.layers, self.precision
 
     @staticmethod
