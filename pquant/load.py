@@ -19,7 +19,7 @@ def _run_files(run: str | Path, tracking_uri: str | None) -> Path:
     if path.is_dir():
         return path
     if path.suffix or "/" in str(run):
-        raise ConfigError(f"load_run: {run!r} is neither a run directory nor an MLflow run id")
+        raise ConfigError(f"load_run: {str(run)!r} is neither a run directory nor an MLflow run id")
     import mlflow
 
     from pquant.tracking.mlflow_tracker import default_uri
