@@ -15,7 +15,7 @@ import torch
 
 pytest.importorskip("hls4ml")
 
-from helpers import ROUND_MODES, built_model, edge_inputs, modes_chain  # noqa: E402
+from tests.export.helpers import ROUND_MODES, built_model, edge_inputs, modes_chain  # noqa: E402
 
 from pquant.export import to_hls4ml  # noqa: E402
 

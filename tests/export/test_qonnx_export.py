@@ -9,7 +9,7 @@ import torch
 
 pytest.importorskip("qonnx")
 
-from helpers import ROUND_MODES, built_model, edge_inputs, modes_chain  # noqa: E402
+from tests.export.helpers import ROUND_MODES, built_model, edge_inputs, modes_chain  # noqa: E402
 from qonnx.core.modelwrapper import ModelWrapper  # noqa: E402
 from qonnx.transformation.infer_shapes import InferShapes  # noqa: E402
 from qonnx.util.cleanup import cleanup_model  # noqa: E402

@@ -9,7 +9,7 @@ from torch import nn
 pytest.importorskip("qonnx")
 pytest.importorskip("hls4ml")
 
-from helpers import built_model, edge_inputs, modes_chain  # noqa: E402
+from tests.export.helpers import built_model, edge_inputs, modes_chain  # noqa: E402
 
 import pquant  # noqa: E402
 from pquant.export import ExportError, to_hls4ml, to_qonnx  # noqa: E402
