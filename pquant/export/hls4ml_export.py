@@ -24,10 +24,12 @@ class HLSExport:
         in_shape: per-sample input shape of the pquant model.
     """
 
-    def __init__(self, hls_model, output_dir: Path, in_shape: tuple[int, ...]) -> None:
+    def __init__(self, hls_model, output_dir: Path, in_shape: tuple[int, ...],
+                 out_shape: tuple[int, ...]) -> None:
         self.hls_model = hls_model
         self.output_dir = output_dir
         self.in_shape = in_shape
+        self.out_shape = out_shape
 
     def compile(self) -> None:
         """Build hls4ml's C++ emulation library (g++)."""
@@ -37,9 +39,15 @@ class HLSExport:
         """Outputs of the compiled emulation for inputs ``x`` of shape ``(B, *in_shape)``."""
         x = np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x,
                        dtype=np.float64)
-        x = np.ascontiguousarray(x.reshape(x.shape[0], -1))
-        y = self.hls_model.predict(x)
-        return np.asarray(y, dtype=np.float64).reshape(x.shape[0], -1)
+        n = x.shape[0]
+        if len(self.in_shape) > 1:  # torch's channels-first -> hls4ml's channels-last
+            x = np.moveaxis(x.reshape(n, *self.in_shape), 1, -1)
+        y = self.hls_model.predict(np.ascontiguousarray(x.reshape(n, -1)))
+        y = np.asarray(y, dtype=np.float64)
+        if len(self.out_shape) > 1:
+            last = (*self.out_shape[1:], self.out_shape[0])
+            y = np.moveaxis(y.reshape(n, *last), -1, 1)
+        return y.reshape(n, *self.out_shape)
 
 
 def to_hls4ml(model: nn.Module, example_input: torch.Tensor, output_dir: str | Path,
@@ -94,7 +102,9 @@ def to_hls4ml(model: nn.Module, example_input: torch.Tensor, output_dir: str | P
     hls_model.write()
     log.info("hls4ml %s project written to %s (hls4ml %s)", backend, output_dir,
              hls4ml.__version__)
-    export = HLSExport(hls_model, output_dir, in_shape)
+    with torch.no_grad():
+        out_shape = tuple(model.eval()(example_input[:1]).shape[1:])
+    export = HLSExport(hls_model, output_dir, in_shape, out_shape)
     if compile:
         export.compile()
     return export

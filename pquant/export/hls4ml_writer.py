@@ -34,7 +34,7 @@ from pquant.export.ops import (
     ReshapeOp,
     Step,
 )
-from pquant.export.precision import exact_channel_format, fixed_type, frac_bits
+from pquant.export.precision import fixed_type, frac_bits
 from pquant.quant.modes import OverflowMode, RoundMode
 
 log = logging.getLogger(__name__)
@@ -150,7 +150,7 @@ class LayerListBuilder:
                               "cannot be represented in fixed point; set "
                               "quantization.quantize_input=true")
         self.layers.append({"class_name": "InputLayer", "name": "x_in",
-                            "input_shape": list(self.in_shape)})
+                            "input_shape": _hls_shape(self.in_shape)})
         self.names.add("x_in")
         self.precision["x_in"] = {"Precision": {"result": in_type}}
         shape = self.in_shape

@@ -100,10 +100,9 @@ def test_load_run_from_dir_and_mlflow_id(exported_run):
 
 def test_mismatch_fails_loudly(tmp_path, monkeypatch):
     """A wrong export (simulated: the executor's output perturbed) fails the CLI with exit 1."""
-    from tests.export.helpers import built_model
-
     import pquant.export.qonnx_export as qx
     from pquant.export.check import ExportMismatch, check_exports, summary_line
+    from tests.export.helpers import built_model
 
     model = built_model(["model=mlp"])
     real = qx.run_qonnx

@@ -15,9 +15,8 @@ import torch
 
 pytest.importorskip("hls4ml")
 
-from tests.export.helpers import ROUND_MODES, built_model, edge_inputs, modes_chain  # noqa: E402
-
 from pquant.export import to_hls4ml  # noqa: E402
+from tests.export.helpers import ROUND_MODES, built_model, edge_inputs, modes_chain  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -61,3 +60,22 @@ def test_project_files_and_pruned_zeros(tmp_path):
     np.testing.assert_array_equal(weights.T, model.fc2.weight.detach().numpy())
     assert (weights == 0).sum() >= model.fc2.weight.numel() // 2
     assert list((tmp_path / "prj" / "firmware" / "weights").glob("w*.txt"))
+
+
+def test_channels_first_input_and_output(tmp_path):
+    """A conv taking (C, L) samples and returning (C, L): the layout is converted both ways."""
+    from torch import nn
+
+    import pquant
+    from pquant.nn.conv import PQConv1d
+    from pquant.quant.quantizer import FixedPointQuantizer
+
+    torch.manual_seed(3)
+    conv = PQConv1d(2, 3, 3, padding=1, input_quantizer=FixedPointQuantizer(1, 3, 4),
+                    output_quantizer=FixedPointQuantizer(1, 4, 3, "RND_CONV", "SAT_SYM"))
+    with torch.no_grad():
+        conv.weight.copy_(torch.round(conv.weight * 64) / 64)
+        conv.bias.copy_(torch.round(conv.bias * 64) / 64)
+    model = pquant.finalize(nn.Sequential(conv).eval())
+    x = edge_inputs(16).reshape(-1, 2, 8)
+    _check(model, x, tmp_path)

@@ -9,12 +9,12 @@ import torch
 
 pytest.importorskip("qonnx")
 
-from tests.export.helpers import ROUND_MODES, built_model, edge_inputs, modes_chain  # noqa: E402
 from qonnx.core.modelwrapper import ModelWrapper  # noqa: E402
 from qonnx.transformation.infer_shapes import InferShapes  # noqa: E402
 from qonnx.util.cleanup import cleanup_model  # noqa: E402
 
 from pquant.export import run_qonnx, to_qonnx  # noqa: E402
+from tests.export.helpers import ROUND_MODES, built_model, edge_inputs, modes_chain  # noqa: E402
 
 
 def _ref(model, x) -> np.ndarray:

@@ -9,14 +9,13 @@ from torch import nn
 pytest.importorskip("qonnx")
 pytest.importorskip("hls4ml")
 
-from tests.export.helpers import built_model, edge_inputs, modes_chain  # noqa: E402
-
 import pquant  # noqa: E402
 from pquant.export import ExportError, to_hls4ml, to_qonnx  # noqa: E402
 from pquant.export.config import export_settings  # noqa: E402
 from pquant.nn.dense import PQDense  # noqa: E402
 from pquant.nn.norm import PQLayerNorm  # noqa: E402
 from pquant.quant.quantizer import FixedPointQuantizer  # noqa: E402
+from tests.export.helpers import built_model, edge_inputs, modes_chain  # noqa: E402
 
 
 def test_wrap_refused_by_qonnx_accepted_by_hls4ml_writer(tmp_path):
