@@ -27,7 +27,7 @@ def _run_files(run: str | Path, tracking_uri: str | None) -> Path:
     client = mlflow.MlflowClient(tracking_uri or default_uri())
     target = Path(tempfile.mkdtemp(prefix="pquant-run-"))
     try:
-        for name in ("config.yaml", "model.pt", "model_final.pt"):
+        for name in ("config.yaml", "model.pt", "model_final.pt", "report.json"):
             try:
                 client.download_artifacts(str(run), name, str(target))
             except Exception:  # noqa: BLE001 - a missing state dict is reported below
@@ -59,7 +59,8 @@ def load_run(run: str | Path, final: bool = True, tracking_uri: str | None = Non
         map_location: device for the weights.
 
     Returns:
-        The model in eval mode; ``model.pquant_config`` holds the run's config.
+        The model in eval mode; ``model.pquant_config`` holds the run's config and
+        ``model.pquant_run_dir`` the folder its files were read from.
     """
     from pquant.nn.chain import elide_redundant_quantizers
     from pquant.nn.finalize import finalize
@@ -82,4 +83,5 @@ def load_run(run: str | Path, final: bool = True, tracking_uri: str | None = Non
     model.load_state_dict(state)
     elide_redundant_quantizers(model)
     model.pquant_config = cfg
+    model.pquant_run_dir = files  # (a download folder for an MLflow run id)
     return model.eval()

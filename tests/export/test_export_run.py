@@ -76,6 +76,22 @@ def test_cli_exports_an_existing_run(exported_run):
 
 
 @pytest.mark.slow
+def test_cli_exports_an_mlflow_run_and_logs_there(exported_run):
+    import mlflow
+
+    _, uri, _ = exported_run
+    client = mlflow.MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("pquant").experiment_id])
+    proc = subprocess.run([sys.executable, "-m", "pquant.export", run.info.run_id, "--to",
+                           "qonnx", "--tracking-uri", uri], env=_env(), capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "bit-exact: qonnx 0 mismatches on 360 test samples" in proc.stdout
+    history = client.get_metric_history(run.info.run_id, "export/qonnx/mismatches")
+    assert len(history) == 2 and all(m.value == 0 for m in history)  # the run's and the CLI's
+
+
+@pytest.mark.slow
 def test_load_run_from_dir_and_mlflow_id(exported_run):
     run_dir, uri, _ = exported_run
     final = pquant.load_run(run_dir, final=True)
