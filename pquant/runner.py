@@ -99,30 +99,6 @@ class _HydraRun:
         self.output_dir = Path(output_dir)
 
 
-# ----------------------------------------------------------------------------- export
-def _export(model, data, export, out: Path, tracker, report: dict, step: int) -> str:
-    """Write and check the exports; record them; raise on any mismatch (a failed export)."""
-    import shutil
-
-    from pquant.export.check import ExportMismatch, check_exports, summary_line
-
-    inputs = torch.cat([x for x, _ in data.test_loader(1024)])
-    metrics, paths = check_exports(model.cpu(), inputs, out, export.formats,
-                                   backend=export.backend, io_type=export.io_type)
-    tracker.log_metrics(metrics, step=step)
-    report.update(metrics)
-    (out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True))
-    tracker.log_artifact(out / "report.json")
-    for path in paths:
-        if path.is_dir():
-            path = Path(shutil.make_archive(str(path), "zip", path))
-        tracker.log_artifact(path)
-    line = summary_line(metrics)
-    if metrics["export/mismatches"]:
-        raise ExportMismatch(f"export failed: {line} (files in {out})")
-    return line
-
-
 # ----------------------------------------------------------------------------- run
 def _load_kernels() -> None:
     """Build/load the fused CPU kernels now (not mid-run); a bad PQUANT_KERNELS is a clean error."""
@@ -202,8 +178,10 @@ def run(cfg: DictConfig, output_dir: str | None = None) -> dict[str, Any]:
         torch.save(model.state_dict(), out / "model_final.pt")
         export_line = None
         if export.formats:
-            export_line = _export(model, data, export, out, tracker, report,
-                                  step=len(result.history))
+            from pquant.export.check import export_run
+
+            export_line = export_run(model, data, export, out, tracker, report,
+                                     step=len(result.history))
         tracker.log_artifact(out / "report.json")
         tracker.log_artifact(out / "config.yaml")
         if tracker.log_model:

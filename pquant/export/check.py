@@ -97,3 +97,31 @@ def summary_line(metrics: dict[str, float]) -> str:
     n = int(metrics.get("export/checked_samples", 0))
     verdict = "bit-exact" if metrics.get("export/mismatches", 1) == 0 else "FAILED"
     return f"{verdict}: {', '.join(parts)} on {n} test samples"
+
+
+def export_run(model: nn.Module, data, settings, out: Path, tracker, report: dict,
+               step: int) -> str:
+    """After training (``export=...``): write and check the exports of the finalised ``model``
+    on the whole test set of ``data``, record the figures (``report`` is updated and rewritten,
+    the tracker gets the metrics and the files) and return the summary line.
+
+    Raises:
+        ExportMismatch: any sample differs (the run fails).
+    """
+    import json
+    import shutil
+
+    inputs = torch.cat([x for x, _ in data.test_loader(1024)])
+    metrics, paths = check_exports(model.cpu(), inputs, out, settings.formats,
+                                   backend=settings.backend, io_type=settings.io_type)
+    tracker.log_metrics(metrics, step=step)
+    report.update(metrics)
+    (out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True))
+    for path in paths:
+        if path.is_dir():
+            path = Path(shutil.make_archive(str(path), "zip", path))
+        tracker.log_artifact(path)
+    line = summary_line(metrics)
+    if metrics["export/mismatches"]:
+        raise ExportMismatch(f"export failed: {line} (files in {out})")
+    return line
