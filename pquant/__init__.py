@@ -31,8 +31,8 @@ __all__ = sorted(_EXPORTS)
 if TYPE_CHECKING:  # pragma: no cover
     from pquant.config.compose import load_config  # noqa: F401
     from pquant.config.errors import ConfigError  # noqa: F401
-    from pquant.metrics.report import compression_report  # noqa: F401
     from pquant.load import load_run  # noqa: F401
+    from pquant.metrics.report import compression_report  # noqa: F401
     from pquant.nn.finalize import finalize  # noqa: F401
     from pquant.nn.replace import add_compression_layers  # noqa: F401
     from pquant.training.loop import train_model  # noqa: F401
