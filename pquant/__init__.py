@@ -3,6 +3,7 @@
 Public API (stable names)::
 
     from pquant import load_config, add_compression_layers, train_model, compression_report
+    from pquant import finalize, load_run          # model = load_run("outputs/runs/...")
     from pquant.quant.fixed_point import quantize
 
 Importing ``pquant`` has no side effects; submodules are imported on first use.
@@ -22,6 +23,7 @@ _EXPORTS = {
     "compression_report": "pquant.metrics.report",
     "ConfigError": "pquant.config.errors",
     "finalize": "pquant.nn.finalize",
+    "load_run": "pquant.load",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -29,6 +31,7 @@ __all__ = sorted(_EXPORTS)
 if TYPE_CHECKING:  # pragma: no cover
     from pquant.config.compose import load_config  # noqa: F401
     from pquant.config.errors import ConfigError  # noqa: F401
+    from pquant.load import load_run  # noqa: F401
     from pquant.metrics.report import compression_report  # noqa: F401
     from pquant.nn.finalize import finalize  # noqa: F401
     from pquant.nn.replace import add_compression_layers  # noqa: F401

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from pquant import kernels
 from pquant.config.errors import ConfigError
 from pquant.config.sections import sections
+from pquant.export.config import export_settings
 from pquant.fitcompress.ladders import weight_compression
 from pquant.metrics.accuracy import evaluate
 from pquant.metrics.report import compression_report
@@ -157,6 +158,7 @@ def _run(cfg: DictConfig, output_dir: str | None) -> dict[str, Any]:
     s = sections(cfg)  # every range check, before any model surgery
     tracker = _build("tracking", cfg.tracking)
     tracker.check()  # unreachable or unwritable store: fail now, within seconds
+    export = export_settings(cfg)  # (and the export extra, before any training)
     _load_kernels()
     hydra_run = _HydraRun(output_dir)
     out = hydra_run.output_dir
@@ -230,6 +232,12 @@ def _run(cfg: DictConfig, output_dir: str | None) -> dict[str, Any]:
         torch.save(model.state_dict(), out / "model.pt")
         finalize(model)  # frozen quantizers, baked weights: the deployable model
         torch.save(model.state_dict(), out / "model_final.pt")
+        export_line = None
+        if export.formats:
+            from pquant.export.check import export_run
+
+            export_line = export_run(model, data, export, out, tracker, report,
+                                     step=len(result.history))
         tracker.log_artifact(out / "report.json")
         tracker.log_artifact(out / "config.yaml")
         if tracker.log_model:
@@ -248,6 +256,8 @@ def _run(cfg: DictConfig, output_dir: str | None) -> dict[str, Any]:
         footer.append(f"unconverted {conversion.unsupported} (floating point)")
     if result.fitcompress is not None:
         footer += result.fitcompress.summary_lines()
+    if export_line:
+        footer.append(f"export      {export_line}")
     footer += [f"WARNING     {w}" for w in result.warnings]
     print(format_summary(metrics, title, layers, footer), flush=True)
     return report

@@ -341,3 +341,4 @@ class PQuantConfig:
     finetuning: Any = MISSING
     fitcompress: Any = MISSING
     tracking: Any = MISSING
+    export: Any = None  #: the export group (none / qonnx / hls4ml / both)

@@ -54,4 +54,7 @@ def register_configs() -> None:
     cs.store(group="schema/model", name="mlp", node=MLPConfig)
     cs.store(group="schema/model", name="cnn", node=CNNConfig)
     cs.store(group="schema/model", name="conv1d", node=Conv1dConfig)
+    from pquant.export.config import ExportConfig
+
+    cs.store(group="schema/export", name="default", node=ExportConfig)
     _registered = True

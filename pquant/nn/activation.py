@@ -128,6 +128,21 @@ class PQActivation(PQModule, nn.Module):
         self.__dict__["_shapes"] = (x.shape, y.shape)
         return y
 
+    def export_body(self, name: str) -> list:
+        """Export rule: ReLU (exact everywhere); other functions are refused (their float
+        results have no exact fixed-point counterpart without a lookup table)."""
+        from pquant.export.ops import ExportError, ReluOp
+
+        if self.fn is not torch.relu:
+            raise ExportError(
+                f"layer {name!r}: activation {self.activation_name!r} is not exported (only relu "
+                f"is exact in both QONNX and hls4ml); use model.activation=relu")
+        if self.multiplier is not None and float(torch.round(self.multiplier)) != 0.0:
+            raise ExportError(
+                f"layer {name!r}: the ReLU multiplier (2**{float(torch.round(self.multiplier)):g}"
+                f") is not exported; set quantization.use_relu_multiplier=false")
+        return [ReluOp()]
+
     @property
     def cost_free(self) -> bool:
         return self.info.free

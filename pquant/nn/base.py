@@ -93,6 +93,28 @@ class PQModule:
         learnable bit-widths; with a dict -- the HGQ loss -- BOPs may be None)."""
         return _zero(), _zero()
 
+    # ------------------------------------------------------------------ export
+    def export_ops(self, name: str) -> list:
+        """This layer as neutral export operations (see :mod:`pquant.export.ops`): its input
+        quantizer, :meth:`export_body`, its output quantizer (absent or skipped ones left out)."""
+        from pquant.export.ops import quant_op
+
+        ops = [quant_op(self.input_quantizer, f"{name}.input_quantizer"),
+               *self.export_body(name),
+               quant_op(self.output_quantizer, f"{name}.output_quantizer")]
+        return [op for op in ops if op is not None]
+
+    def export_body(self, name: str) -> list:
+        """The layer's own computation as export operations (the export rule of the type).
+
+        Raises:
+            ExportError: this layer type (or this configuration of it) has no exact export.
+        """
+        from pquant.export.ops import ExportError
+
+        raise ExportError(f"layer {name!r} ({type(self).__name__}) has no export rule: it cannot "
+                          f"be exported to QONNX/hls4ml; replace it or leave it out of the model")
+
     # ------------------------------------------------------------------ finalisation
     def finalize(self) -> None:
         """Freeze the I/O quantizers to constant formats (see :func:`pquant.nn.finalize`)."""

@@ -26,6 +26,17 @@ class _PQConvMixin(CompressedWeightMixin):
                          self.kept_weights(), self.bias_bits(for_loss), out_positions,
                          self.groups, bops=not isinstance(for_loss, dict))  # loss: EBOPs only
 
+    def export_body(self, name: str) -> list:
+        """Export rule: one convolution (zero padding only) with the baked weight and bias."""
+        from pquant.export.ops import ConvOp, ExportError, array
+
+        if self.padding_mode != "zeros" or isinstance(self.padding, str):
+            raise ExportError(f"layer {name!r}: padding={self.padding!r}, padding_mode="
+                              f"{self.padding_mode!r} is not exported; use integer zero padding")
+        return [ConvOp(len(self.kernel_size), array(self.weight), array(self.bias),
+                       tuple(self.stride), tuple(self.padding), tuple(self.dilation),
+                       self.groups)]
+
     @classmethod
     def from_torch(cls, layer, **compression):
         """Wrap ``layer`` (all hyper-parameters kept); it takes over the Parameter objects."""

@@ -67,6 +67,12 @@ class PQDense(CompressedWeightMixin, nn.Linear):
             state.pop(key, None)
         return state
 
+    def export_body(self, name: str) -> list:
+        """Export rule: one matrix product with the baked weight and bias."""
+        from pquant.export.ops import LinearOp, array
+
+        return [LinearOp(array(self.weight), array(self.bias))]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # (parameters read from their dict: this runs once per layer and step; the kernels are
         # asked for only where they can run)

@@ -2,7 +2,9 @@
 
 Converting a BatchNorm keeps its affine parameters and running statistics exactly (they are the
 same tensors). The scale and shift are quantized by their own quantizers; the running statistics
-stay in floating point (hls4ml folds them into the scale and shift at synthesis).
+stay in floating point. In eval, with an output quantizer, the layer computes the exact affine map
+``x * scale + shift`` (per channel, in float64, where it is exact) and rounds it once -- the
+computation fixed-point hardware does, so the export reproduces it bit for bit.
 """
 
 from __future__ import annotations
@@ -45,12 +47,48 @@ class _PQBatchNormMixin(_NormCostMixin):
                 factor = 1.0 / float(self.num_batches_tracked)
         use_batch_stats = self.training or (self.running_mean is None
                                             and self.running_var is None)
+        q_out = self.output_quantizer
+        if not use_batch_stats and q_out is not None and q_out.enabled:
+            # eval: the exact affine map (float64 holds x * scale + shift without rounding),
+            # rounded once by the output quantizer -- what fixed-point hardware computes
+            scale, shift = self.eval_affine()
+            view = (-1,) + (1,) * (xq.dim() - 2)
+            y = xq.double() * scale.double().view(view) + shift.double().view(view)
+            return self._quantize_out(x, y).to(x.dtype)
         track = not self.training or self.track_running_stats
         weight, bias = self.effective_params()
         y = F.batch_norm(xq, self.running_mean if track else None,
                          self.running_var if track else None, weight, bias, use_batch_stats,
                          factor, self.eps)
         return self._quantize_out(x, y)
+
+    def eval_affine(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-channel ``(scale, shift)`` of the eval batch norm, ``y = x * scale + shift``:
+        ``scale = weight / sqrt(running_var + eps)``, ``shift = bias - running_mean * scale``
+        (float32 tensors of shape ``(C,)``, each value exactly a binary fraction)."""
+        weight, bias = self.effective_params()
+        scale = torch.rsqrt(self.running_var + self.eps)
+        if weight is not None:
+            scale = scale * weight
+        shift = -self.running_mean * scale
+        if bias is not None:
+            shift = shift + bias
+        return scale.detach(), shift.detach()
+
+    def export_body(self, name: str) -> list:
+        """Export rule: the exact per-channel affine map of the eval batch norm; it needs an
+        output quantizer (a float result cannot be reproduced in fixed point)."""
+        from pquant.export.ops import AffineOp, ExportError, array
+
+        q = self.output_quantizer
+        if q is None or not q.enabled or self.running_mean is None:
+            raise ExportError(
+                f"layer {name!r}: a batch norm without running statistics or without an output "
+                f"quantizer gives float results that fixed point cannot reproduce; set "
+                f"quantization.quantize_output=true (or quantization.layer_specific.{name}."
+                f"output.quantize=true)")
+        scale, shift = self.eval_affine()
+        return [AffineOp(array(scale), array(shift))]
 
     @classmethod
     def from_torch(cls, layer, **quantizers):

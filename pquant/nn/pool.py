@@ -16,6 +16,24 @@ class _PQPoolMixin(PQModule):
         xq = self._quantize_in(x)
         return self._quantize_out(x, self._pool(xq))
 
+    def export_body(self, name: str) -> list:
+        """Export rule: average pooling without padding over a power-of-two window (the mean is
+        then exact in float and in fixed point)."""
+        from pquant.export.ops import AvgPoolOp, ExportError
+
+        kernel = tuple(self._taps())
+        nd = len(kernel)
+        stride = _pair(self.stride if self.stride is not None else kernel, nd)
+        padding = _pair(self.padding, nd)
+        taps = math.prod(kernel)
+        if any(padding) or self.ceil_mode or taps & (taps - 1) or getattr(
+                self, "divisor_override", None):
+            raise ExportError(
+                f"layer {name!r}: average pooling with kernel {kernel}, padding {padding}, "
+                f"ceil_mode={self.ceil_mode} is not exported exactly; use no padding, "
+                f"ceil_mode=False and a window of 2**n elements (the mean is then exact)")
+        return [AvgPoolOp(nd, kernel, tuple(stride))]
+
     def cost(self, for_loss: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         shapes = self.sample_shapes
         if shapes is None:
