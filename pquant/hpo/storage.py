@@ -27,6 +27,19 @@ def shareable(target: str) -> bool:
     return "://" not in target or urlsplit(target).password is None
 
 
+def sqlalchemy_url(target: str) -> str:
+    """``postgresql://`` names SQLAlchemy's default driver, psycopg2; when only psycopg 3 is
+    installed (the ``scale`` extra) the URL is pointed at it. Other URLs are returned as given."""
+    scheme, sep, rest = target.partition("://")
+    if sep and scheme in ("postgresql", "postgres"):
+        try:
+            import psycopg2  # noqa: F401
+        except ImportError:
+            return f"postgresql+psycopg://{rest}"
+        return f"postgresql://{rest}"
+    return target
+
+
 def open_storage(target: str):
     """An Optuna storage for a journal file path or an RDB URL (sqlite created under a lock)."""
     import optuna
@@ -37,8 +50,8 @@ def open_storage(target: str):
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
     if "://" in target:
-        if path is None:
-            return optuna.storages.RDBStorage(target)
+        if path is None:  # a database server: PostgreSQL, MySQL
+            return optuna.storages.RDBStorage(sqlalchemy_url(target))
         with file_lock(path.with_name(path.name + ".lock")):
             return optuna.storages.RDBStorage(target)
     backend = optuna.storages.journal.JournalFileBackend(str(path))

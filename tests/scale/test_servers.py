@@ -1,0 +1,31 @@
+"""The fixtures' servers are real: PostgreSQL answers SQL, the MLflow server stores runs in it."""
+
+from __future__ import annotations
+
+
+def test_postgres_serves_optuna_storage(postgres):
+    import optuna
+
+    from pquant.hpo.storage import open_storage
+
+    url = postgres.create_database("optuna_fixture")
+    assert url.startswith("postgresql://postgres@127.0.0.1:")
+    study = optuna.create_study(study_name="fixture", storage=open_storage(url))
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    again = optuna.load_study(study_name="fixture", storage=open_storage(url))
+    assert len(again.trials) == 2
+
+
+def test_mlflow_server_keeps_runs_in_postgres(mlflow_server):
+    import psycopg
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=mlflow_server.uri)
+    exp = client.create_experiment("fixture-check")
+    run = client.create_run(exp)
+    client.log_metric(run.info.run_id, "m", 1.5, step=3)
+    client.set_terminated(run.info.run_id)
+    with psycopg.connect(mlflow_server.backend) as conn:
+        row = conn.execute("SELECT value, step FROM metrics WHERE run_uuid = %s",
+                           (run.info.run_id,)).fetchone()
+    assert row == (1.5, 3)
