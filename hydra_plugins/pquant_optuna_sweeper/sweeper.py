@@ -159,9 +159,29 @@ class PQuantOptunaSweeper(Sweeper):
             tracker.log_parent_metrics(run_id, {f"objective/{k}": v for k, v in
                                                 zip(self.objectives, values)}, step=number)
 
+    def _reap(self, study) -> None:
+        """Fail trials of workers that are gone (another worker SIGKILLed, OOM) while this one
+        runs, and mark their MLflow runs KILLED."""
+        from pquant.hpo.stale import fail_stale_trials
+
+        if fail_stale_trials(study):
+            self._reap_runs()
+
+    def _reap_runs(self) -> None:
+        parent = getattr(self, "_parent", None)
+        if parent is None:
+            return
+        from pquant.tracking.stale import reap_stale_runs
+
+        try:
+            reap_stale_runs(parent[0].client)
+        except Exception as exc:  # noqa: BLE001 - best effort; the next command retries
+            log.warning("could not mark the MLflow runs of gone workers KILLED: %s", exc)
+
     def _leave_parent(self, status: str) -> None:
         parent = getattr(self, "_parent", None)
         if parent is not None:
+            self._reap_runs()  # no run of a gone worker is left RUNNING when the study ends
             self._parent = None
             final = parent[0].leave_parent(parent[1], status)
             if final is None:
@@ -250,6 +270,7 @@ class PQuantOptunaSweeper(Sweeper):
         returns = []
         while launched < n_trials:
             interrupt.check()
+            self._reap(study)
             batch = min(self.n_jobs, n_trials - launched)
             if self.max_trials is not None:
                 left = self.max_trials - counted(study.get_trials(deepcopy=False))

@@ -51,8 +51,35 @@ def open_storage(target: str):
         path.parent.mkdir(parents=True, exist_ok=True)
     if "://" in target:
         if path is None:  # a database server: PostgreSQL, MySQL
-            return optuna.storages.RDBStorage(sqlalchemy_url(target))
+            return _server_storage(target)
         with file_lock(path.with_name(path.name + ".lock")):
             return optuna.storages.RDBStorage(target)
     backend = optuna.storages.journal.JournalFileBackend(str(path))
     return optuna.storages.JournalStorage(backend)
+
+
+def _server_storage(target: str, attempts: int = 6):
+    """An RDB storage on a database server. Workers started together on a new database race
+    to create Optuna's schema (the loser's ``CREATE TYPE`` fails): retried; a server that
+    cannot be reached is one clear error naming the setting."""
+    import time
+
+    import optuna
+    import sqlalchemy.exc
+
+    from pquant.config.errors import ConfigError
+
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(sqlalchemy_url(target))
+        except sqlalchemy.exc.IntegrityError:  # the schema was being created by another worker
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+        except sqlalchemy.exc.OperationalError as exc:
+            shown = target if shareable(target) else urlsplit(target)._replace(
+                netloc=f"***@{urlsplit(target).hostname}").geturl()
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            raise ConfigError(f"hydra.sweeper.storage={shown}: the database cannot be opened "
+                              f"({reason})") from None
+    raise AssertionError("unreachable")

@@ -29,3 +29,18 @@ def test_mlflow_server_keeps_runs_in_postgres(mlflow_server):
         row = conn.execute("SELECT value, step FROM metrics WHERE run_uuid = %s",
                            (run.info.run_id,)).fetchone()
     assert row == (1.5, 3)
+
+
+def test_unreachable_postgres_storage_is_one_clear_error():
+    import pytest
+
+    pytest.importorskip("psycopg")
+    from pquant.config.errors import ConfigError
+    from pquant.hpo.storage import open_storage
+    from tests.scale.servers import free_port
+
+    url = f"postgresql://someone:secret@127.0.0.1:{free_port()}/db"
+    with pytest.raises(ConfigError) as err:
+        open_storage(url)
+    assert str(err.value).startswith("hydra.sweeper.storage=postgresql://***@127.0.0.1")
+    assert "secret" not in str(err.value)
