@@ -8,6 +8,9 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from hydra.errors import CompactHydraException
+
+from pquant.config.errors import ConfigError
 from pquant.tracking.base import Tracker
 from pquant.tracking.process import ProcessId
 
@@ -15,6 +18,33 @@ log = logging.getLogger(__name__)
 
 MAX_PARAM_VALUE = 6000
 FLUSH_SECONDS = 2.0
+#: an MLflow server that stops answering: each request gives up after this many seconds and
+#: retries (defaults for ``MLFLOW_HTTP_REQUEST_TIMEOUT`` / ``..._MAX_RETRIES`` /
+#: ``..._BACKOFF_FACTOR``, set only when the user has not; MLflow's own allow minutes per call)
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+                 "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+#: how long the end of a run waits for an unreachable tracking store to come back
+#: (``PQUANT_TRACKING_CATCHUP_S``) before it fails with :class:`TrackingLost`
+CATCHUP_SECONDS = 300.0
+
+
+class TrackingLost(CompactHydraException, RuntimeError):
+    """The tracking store stayed unreachable at the end of a run: metrics were not recorded."""
+
+
+def catchup_seconds() -> float:
+    """``PQUANT_TRACKING_CATCHUP_S`` (seconds, >= 0) or :data:`CATCHUP_SECONDS`."""
+    text = os.environ.get("PQUANT_TRACKING_CATCHUP_S")
+    if text is None:
+        return CATCHUP_SECONDS
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value < 0:
+        raise ConfigError(f"PQUANT_TRACKING_CATCHUP_S must be a number of seconds >= 0, "
+                          f"got {text!r}")
+    return value
 #: the finalised model the runner logs; with ``model_name`` it becomes a registered-model version
 FINAL_MODEL_FILE = "model_final.pt"
 
@@ -72,6 +102,10 @@ class MlflowTracker(Tracker):
         self.experiment_id: str | None = None
         self._pending: list = []
         self._last_flush = 0.0
+        self._outage: float | None = None  # when the store stopped answering
+        if self.tracking_uri.startswith(("http://", "https://")):
+            for key, value in HTTP_DEFAULTS.items():
+                os.environ.setdefault(key, value)
 
     # ------------------------------------------------------------------ plumbing
     def check(self) -> None:
@@ -117,11 +151,50 @@ class MlflowTracker(Tracker):
         return self.experiment_id
 
     def _flush(self) -> None:
-        if self._pending and self.run_id is not None:
-            for chunk in _chunks(self._pending, 1000):
-                self.client.log_batch(self.run_id, metrics=chunk)
-        self._pending = []
+        """Send the buffered metrics. While the store does not answer they stay buffered and
+        training goes on (one warning); they are sent when it answers again."""
+        try:
+            self._send()
+        except Exception as exc:  # noqa: BLE001 - server down or slow: keep them, retry later
+            if self._outage is None:
+                self._outage = time.monotonic()
+                log.warning("the tracking store %s does not answer (%s); metrics are kept and "
+                            "sent when it is back", self.tracking_uri, _reason(exc))
+        else:
+            if self._outage is not None:
+                log.warning("the tracking store %s answers again after %.0f s; buffered metrics "
+                            "sent", self.tracking_uri, time.monotonic() - self._outage)
+                self._outage = None
         self._last_flush = time.monotonic()
+
+    def _send(self) -> None:
+        while self._pending and self.run_id is not None:
+            chunk = self._pending[:1000]
+            self.client.log_batch(self.run_id, metrics=chunk)
+            del self._pending[:len(chunk)]
+
+    def _patiently(self, action, what: str, patience: float | None = None):
+        """``action()``, retried while the store does not answer, for up to ``patience``
+        seconds (default :func:`catchup_seconds`); then :class:`TrackingLost` naming what was
+        not recorded."""
+        patience = catchup_seconds() if patience is None else patience
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                return action()
+            except Exception as exc:  # noqa: BLE001
+                if time.monotonic() >= deadline:
+                    raise TrackingLost(
+                        f"the tracking store {self.tracking_uri} did not answer for "
+                        f"{patience:.0f} s (PQUANT_TRACKING_CATCHUP_S) at the end of "
+                        f"run {self.run_id}: {what} not recorded ({_reason(exc)}). The run "
+                        "folder holds the report and model; the next command on the store "
+                        "marks the run KILLED") from None
+                if self._outage is None:
+                    self._outage = time.monotonic()
+                    log.warning("the tracking store %s does not answer (%s); retrying for up "
+                                "to %.0f s", self.tracking_uri, _reason(exc), patience)
+                time.sleep(2.0)
 
     # ------------------------------------------------------------------ single run
     def start(self, *, run_name: str, params: Mapping[str, str], tags: Mapping[str, str],
@@ -149,7 +222,8 @@ class MlflowTracker(Tracker):
             self._flush()
 
     def log_artifact(self, path: str | Path) -> None:
-        self.client.log_artifact(self.run_id, str(path))
+        self._patiently(lambda: self.client.log_artifact(self.run_id, str(path)),
+                        f"artifact {Path(path).name}")
         if self.log_model and self.model_name and Path(path).name == FINAL_MODEL_FILE:
             self._register(Path(path).name)
 
@@ -170,10 +244,17 @@ class MlflowTracker(Tracker):
     def end(self, status: str = "FINISHED") -> None:
         if self.run_id is None:
             return
+        # a finished run waits for the store to come back; a failed or killed one does not
+        # (its own error is what the user must see)
+        patience = None if status == "FINISHED" else 0.0
         try:
-            self._flush()
-        finally:
-            self.client.set_terminated(self.run_id, status)
+            self._patiently(self._send, f"{len(self._pending)} metric value(s)", patience)
+            self._patiently(lambda: self.client.set_terminated(self.run_id, status),
+                            f"the run's end ({status})", patience)
+        except TrackingLost as exc:
+            if status == "FINISHED":
+                raise
+            log.error("%s", exc)
 
     def describe(self) -> str | None:
         if self.run_id is None:
@@ -214,3 +295,8 @@ class MlflowTracker(Tracker):
         now = int(time.time() * 1000)
         self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, step)
                                                for k, v in metrics.items()])
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
