@@ -28,7 +28,6 @@ def worker_cmd(storage: str, sweep_dir, *extra: str) -> list[str]:
 def worker_env(tracking_uri: str) -> dict[str, str]:
     env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true", PQUANT_KERNELS="off",
                MLFLOW_TRACKING_URI=tracking_uri)
-    env.pop("CI", None)  # the kernels stay off in the workers either way
     return env
 
 
