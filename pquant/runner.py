@@ -24,6 +24,7 @@ from pquant.metrics.summary import format_summary
 from pquant.nn.finalize import finalize
 from pquant.nn.replace import add_compression_layers
 from pquant.tracking.hydra_callback import read_parent_run
+from pquant.training.checkpoint import CHECKPOINT_NAME, Checkpointer, open_resume
 from pquant.training.loop import train_model
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,20 @@ class _HydraRun:
         self.output_dir = Path(output_dir)
 
 
+def _distillation(cfg):
+    """The validated ``distillation`` section (defaults when the config has none)."""
+    from pquant.distill.schema import DistillationConfig
+
+    node = OmegaConf.select(cfg, "distillation") if isinstance(cfg, DictConfig) else None
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(DistillationConfig), node or {})
+        distill = OmegaConf.to_object(merged)
+    except Exception as exc:  # noqa: BLE001 - a type error in the section is one message
+        raise ConfigError(f"distillation: {exc}") from None
+    distill.validate("distillation")
+    return distill
+
+
 # ----------------------------------------------------------------------------- run
 def _load_kernels() -> None:
     """Build/load the fused CPU kernels now (not mid-run); a bad PQUANT_KERNELS is a clean error."""
@@ -115,9 +130,17 @@ def run(cfg: DictConfig, output_dir: str | None = None) -> dict[str, Any]:
     Returns:
         The report (flat metrics plus ``warnings``), also written to ``<output_dir>/report.json``.
     """
+    resume = None
+    if OmegaConf.select(cfg, "training.resume"):  # the saved config of that run continues
+        output_dir = str(cfg.training.resume)
+        resume = open_resume(output_dir)
+        cfg = OmegaConf.create(resume["config"])
     s = sections(cfg)  # every range check, before any model surgery
+    distill = _distillation(cfg)
     _load_kernels()
     hydra_run = _HydraRun(output_dir)
+    if resume is not None:
+        hydra_run.choices = dict(resume["choices"])
     out = hydra_run.output_dir
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(int(cfg.seed))
@@ -128,6 +151,17 @@ def run(cfg: DictConfig, output_dir: str | None = None) -> dict[str, Any]:
                    output_size=data.num_classes)
     model = add_compression_layers(model, cfg, inplace=True).to(device)
     tracker = _build("tracking", cfg.tracking)
+    distiller = None
+    if distill.enabled:
+        from pquant.distill.loss import Distiller
+        from pquant.distill.teacher import build_teacher
+
+        teacher = build_teacher(distill, data.num_features, data.num_classes,
+                                getattr(tracker, "tracking_uri", None))
+        distiller = Distiller(teacher.to(device), instantiate(s.training.loss), distill.loss,
+                              distill.temperature, distill.alpha)
+    if resume is not None:
+        tracker.resume_run_id = resume.get("mlflow_run_id")
 
     choices = hydra_run.choices or {"pruning": s.pruning.pruning_method}
     title = " / ".join(f"{k}={choices[k]}" for k in ("data", "model", "pruning", "quantization")
@@ -150,11 +184,20 @@ def run(cfg: DictConfig, output_dir: str | None = None) -> dict[str, Any]:
     run_name = "-".join(choices.get(k, "") for k in ("pruning", "quantization", "model")
                         if choices.get(k))
 
+    checkpointer = None
+    if s.training.checkpoint_every:
+        checkpointer = Checkpointer(out / CHECKPOINT_NAME, s.training.checkpoint_every,
+                                    {"config": resolved, "choices": choices},
+                                    before_save=tracker.flush)
+
     with tracker.track(run_name=run_name or "pquant", params=flatten(resolved), tags=tags,
                        parent_run_id=parent):
+        if checkpointer is not None:
+            checkpointer.extra["mlflow_run_id"] = getattr(tracker, "run_id", None)
         result = train_model(model, cfg, data.train_loader(s.training.batch_size, int(cfg.seed)),
                              data.val_loader(s.training.eval_batch_size), device=device,
-                             on_epoch_end=tracker.log_metrics)
+                             on_epoch_end=tracker.log_metrics, distiller=distiller,
+                             checkpointer=checkpointer, resume=resume)
         loss_fn = instantiate(s.training.loss)
         val = evaluate(model, data.val_loader(s.training.eval_batch_size), loss_fn, device)
         test = evaluate(model, data.test_loader(s.training.eval_batch_size), loss_fn, device)

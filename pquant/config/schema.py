@@ -57,8 +57,13 @@ class TrainingConfig:
     scheduler: Any = None  #: optional partial LR scheduler, stepped once per epoch
     loss: Any = field(default_factory=_cross_entropy)  #: task loss (_target_)
     progress: bool = True  #: progress bar per stage (quiet when stderr is not a TTY)
+    #: write <run dir>/checkpoint.pt every N epochs (0: never); continue with training.resume
+    checkpoint_every: int = 0
+    #: a run directory holding checkpoint.pt: continue that run (its saved config is used)
+    resume: Optional[str] = None
 
     def validate(self, path: str = "training") -> None:
+        check_range(f"{path}.checkpoint_every", self.checkpoint_every, lo=0)
         for name in ("epochs", "fine_tuning_epochs", "pretraining_epochs"):
             check_range(f"{path}.{name}", getattr(self, name), lo=0)
         check_range(f"{path}.rounds", self.rounds, lo=1)
@@ -269,3 +274,4 @@ class PQuantConfig:
     finetuning: Any = MISSING
     fitcompress: Any = MISSING
     tracking: Any = MISSING
+    distillation: Any = None  #: knowledge distillation (group ``distillation``: none | kd)

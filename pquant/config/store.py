@@ -19,6 +19,7 @@ from pquant.config.schema import (
     TrainingConfig,
 )
 from pquant.config.sections import pruning_schemas
+from pquant.distill.schema import DistillationConfig
 from pquant.data.schema import DigitsDataConfig, SyntheticDataConfig
 from pquant.models.schema import CNNConfig, Conv1dConfig, MLPConfig
 
@@ -38,6 +39,7 @@ def register_configs() -> None:
         ("fitcompress", FitCompressConfig),
         ("finetuning", FinetuningConfig),
         ("tracking", TrackingConfig),
+        ("distillation", DistillationConfig),
     ):
         cs.store(group=f"schema/{group}", name="default", node=node)
     for name, node in pruning_schemas().items():

@@ -113,3 +113,31 @@ class Checkpointer:
         if self.before_save is not None:
             self.before_save()
         save_atomic({"format": FORMAT, **self.extra, **state}, self.path)
+
+
+def open_resume(run_dir: str | Path) -> dict[str, Any]:
+    """The checkpoint of the unfinished run in ``run_dir`` (for ``training.resume``).
+
+    Raises:
+        ConfigError: the directory is missing, the run already finished, or it has no
+            checkpoint (the message says which, and what to do).
+    """
+    from pquant.config.errors import ConfigError
+
+    run_dir = Path(run_dir)
+    where = f"training.resume={str(run_dir)!r}"
+    if not run_dir.is_dir():
+        raise ConfigError(f"{where}: no such directory; give the run directory of an "
+                          f"unfinished run that wrote {CHECKPOINT_NAME}")
+    if (run_dir / "report.json").is_file():
+        raise ConfigError(f"{where}: that run already finished (its report.json is there); "
+                          f"there is nothing to resume. Start a new run without "
+                          f"training.resume")
+    path = run_dir / CHECKPOINT_NAME
+    if not path.is_file():
+        raise ConfigError(f"{where}: no {CHECKPOINT_NAME} there; a run writes checkpoints only "
+                          f"with training.checkpoint_every=N (N >= 1)")
+    try:
+        return load_checkpoint(path)
+    except Exception as exc:  # noqa: BLE001 - a damaged file is one clear message
+        raise ConfigError(f"{where}: cannot read {path}: {exc}") from None
