@@ -3,6 +3,7 @@
 Public API (stable names)::
 
     from pquant import load_config, add_compression_layers, train_model, compression_report
+    from pquant import StageDriver          # the stage machinery, for your own training loop
     from pquant.quant.fixed_point import quantize
 
 Importing ``pquant`` has no side effects; submodules are imported on first use.
@@ -22,6 +23,7 @@ _EXPORTS = {
     "compression_report": "pquant.metrics.report",
     "ConfigError": "pquant.config.errors",
     "finalize": "pquant.nn.finalize",
+    "StageDriver": "pquant.training.stages",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -32,6 +34,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from pquant.metrics.report import compression_report  # noqa: F401
     from pquant.nn.finalize import finalize  # noqa: F401
     from pquant.nn.replace import add_compression_layers  # noqa: F401
+    from pquant.training.stages import StageDriver  # noqa: F401
     from pquant.training.loop import train_model  # noqa: F401
 
 
