@@ -34,8 +34,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from pquant.metrics.report import compression_report  # noqa: F401
     from pquant.nn.finalize import finalize  # noqa: F401
     from pquant.nn.replace import add_compression_layers  # noqa: F401
-    from pquant.training.stages import StageDriver  # noqa: F401
     from pquant.training.loop import train_model  # noqa: F401
+    from pquant.training.stages import StageDriver  # noqa: F401
 
 
 def __getattr__(name: str):

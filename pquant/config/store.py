@@ -19,8 +19,8 @@ from pquant.config.schema import (
     TrainingConfig,
 )
 from pquant.config.sections import pruning_schemas
-from pquant.distill.schema import DistillationConfig
 from pquant.data.schema import DigitsDataConfig, SyntheticDataConfig
+from pquant.distill.schema import DistillationConfig
 from pquant.models.schema import CNNConfig, Conv1dConfig, MLPConfig
 
 _registered = False
