@@ -135,6 +135,8 @@ def run(cfg: DictConfig, output_dir: str | None = None) -> dict[str, Any]:
         output_dir = str(cfg.training.resume)
         resume = open_resume(output_dir)
         cfg = OmegaConf.create(resume["config"])
+        log.info("training.resume: continuing %s with the config it was started with",
+                 output_dir)
     s = sections(cfg)  # every range check, before any model surgery
     distill = _distillation(cfg)
     _load_kernels()

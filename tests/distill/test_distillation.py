@@ -119,3 +119,24 @@ def test_teacher_from_a_previous_run_dir(tmp_path, compose):
                                    "pruning=pdp", "quantization=fixed", "pruning.epsilon=1.0"])
     report = run(student, output_dir=str(tmp_path / "student"))
     assert report["sparsity/global"] > 0.5
+
+
+def test_teacher_from_an_mlflow_run_id(tmp_path, compose):
+    from mlflow.tracking import MlflowClient
+
+    from pquant.distill.teacher import build_teacher
+    from pquant.runner import run
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run(compose(["data=synthetic", "training.epochs=1", "training.pretraining_epochs=0",
+                 "pruning=none", "quantization=none", f"tracking.uri={uri}",
+                 "training.progress=false"]), output_dir=str(tmp_path / "teacher"))
+    client = MlflowClient(tracking_uri=uri)
+    (teacher_run,) = client.search_runs([client.get_experiment_by_name("pquant").experiment_id])
+    teacher = build_teacher(DistillationConfig(enabled=True, teacher=teacher_run.info.run_id),
+                            16, 4, uri)
+    saved = torch.load(tmp_path / "teacher" / "model.pt", weights_only=True)
+    assert all(torch.equal(saved[k], v) for k, v in teacher.state_dict().items())
+    assert not teacher.training
+    with pytest.raises(ConfigError, match="no MLflow run"):
+        build_teacher(DistillationConfig(enabled=True, teacher="0" * 32), 16, 4, uri)
