@@ -4,6 +4,7 @@ Public API (stable names)::
 
     from pquant import load_config, add_compression_layers, train_model, compression_report
     from pquant import finalize, load_run          # model = load_run("outputs/runs/...")
+    from pquant import StageDriver          # the stage machinery, for your own training loop
     from pquant.quant.fixed_point import quantize
 
 Importing ``pquant`` has no side effects; submodules are imported on first use.
@@ -24,6 +25,7 @@ _EXPORTS = {
     "ConfigError": "pquant.config.errors",
     "finalize": "pquant.nn.finalize",
     "load_run": "pquant.load",
+    "StageDriver": "pquant.training.stages",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -36,6 +38,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from pquant.nn.finalize import finalize  # noqa: F401
     from pquant.nn.replace import add_compression_layers  # noqa: F401
     from pquant.training.loop import train_model  # noqa: F401
+    from pquant.training.stages import StageDriver  # noqa: F401
 
 
 def __getattr__(name: str):

@@ -27,6 +27,7 @@ from pquant.nn.finalize import finalize
 from pquant.nn.replace import add_compression_layers
 from pquant.tracking.hydra_callback import read_parent_run
 from pquant.training import interrupt
+from pquant.training.checkpoint import CHECKPOINT_NAME, Checkpointer, open_resume
 from pquant.training.loop import train_model
 from pquant.training.task import build_loss, configured_task, data_overrides, reconcile
 
@@ -102,6 +103,20 @@ class _HydraRun:
         self.output_dir = Path(output_dir)
 
 
+def _distillation(cfg):
+    """The validated ``distillation`` section (defaults when the config has none)."""
+    from pquant.distill.schema import DistillationConfig
+
+    node = OmegaConf.select(cfg, "distillation") if isinstance(cfg, DictConfig) else None
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(DistillationConfig), node or {})
+        distill = OmegaConf.to_object(merged)
+    except Exception as exc:  # noqa: BLE001 - a type error in the section is one message
+        raise ConfigError(f"distillation: {exc}") from None
+    distill.validate("distillation")
+    return distill
+
+
 # ----------------------------------------------------------------------------- run
 def _load_kernels(device: torch.device | None = None) -> str:
     """The run's kernel path, ``fused`` or ``torch``, decided now (not mid-run): nothing is built
@@ -155,12 +170,22 @@ def run(cfg: DictConfig, output_dir: str | None = None) -> dict[str, Any]:
 
 
 def _run(cfg: DictConfig, output_dir: str | None) -> dict[str, Any]:
+    resume = None
+    if OmegaConf.select(cfg, "training.resume"):  # the saved config of that run continues
+        output_dir = str(cfg.training.resume)
+        resume = open_resume(output_dir)
+        cfg = OmegaConf.create(resume["config"])
+        log.info("training.resume: continuing %s with the config it was started with",
+                 output_dir)
     s = sections(cfg)  # every range check, before any model surgery
+    distill = _distillation(cfg)
     tracker = _build("tracking", cfg.tracking)
     tracker.check()  # unreachable or unwritable store: fail now, within seconds
     export = export_settings(cfg)  # (and the export extra, before any training)
     _load_kernels()
     hydra_run = _HydraRun(output_dir)
+    if resume is not None:
+        hydra_run.choices = dict(resume["choices"])
     out = hydra_run.output_dir
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(int(cfg.seed))
@@ -174,6 +199,17 @@ def _run(cfg: DictConfig, output_dir: str | None) -> dict[str, Any]:
                    output_size=getattr(data, "num_outputs", data.num_classes))
     model = add_compression_layers(model, cfg, inplace=True).to(device)
     optimizer, scheduler, loss_fn = _build_training(s, model, task)
+    distiller = None
+    if distill.enabled:
+        from pquant.distill.loss import Distiller
+        from pquant.distill.teacher import build_teacher
+
+        teacher = build_teacher(distill, data.num_features, data.num_classes,
+                                getattr(tracker, "tracking_uri", None))
+        distiller = Distiller(teacher.to(device), loss_fn, distill.loss,
+                              distill.temperature, distill.alpha)
+    if resume is not None:
+        tracker.resume_run_id = resume.get("mlflow_run_id")
 
     choices = hydra_run.choices or {"pruning": s.pruning.pruning_method}
     title = " / ".join(f"{k}={choices[k]}" for k in ("data", "model", "pruning", "quantization")
@@ -197,13 +233,22 @@ def _run(cfg: DictConfig, output_dir: str | None) -> dict[str, Any]:
     run_name = "-".join(choices.get(k, "") for k in ("pruning", "quantization", "model")
                         if choices.get(k))
 
+    checkpointer = None
+    if s.training.checkpoint_every:
+        checkpointer = Checkpointer(out / CHECKPOINT_NAME, s.training.checkpoint_every,
+                                    {"config": resolved, "choices": choices},
+                                    before_save=tracker.flush)
+
     interrupt.check()  # a signal during set-up: stop before a run is created
     with tracker.track(run_name=run_name or "pquant", params=flatten(resolved), tags=tags,
                        parent_run_id=parent):
+        if checkpointer is not None:
+            checkpointer.extra["mlflow_run_id"] = getattr(tracker, "run_id", None)
         result = train_model(model, cfg, data.train_loader(s.training.batch_size, int(cfg.seed)),
                              data.val_loader(s.training.eval_batch_size), device=device,
                              optimizer=optimizer, scheduler=scheduler, loss_fn=loss_fn,
-                             on_epoch_end=tracker.log_metrics)
+                             on_epoch_end=tracker.log_metrics, distiller=distiller,
+                             checkpointer=checkpointer, resume=resume)
         val = evaluate(model, data.val_loader(s.training.eval_batch_size), loss_fn, device)
         test = evaluate(model, data.test_loader(s.training.eval_batch_size), loss_fn, device)
         metrics = compression_report(model, data.example_input(1).to(device))

@@ -58,7 +58,7 @@ def _python(argv: list[str]) -> list[str]:
 
 # ----------------------------------------------------------------------------- library use
 def test_library_use_snippet_is_the_example_program():
-    (snippet,) = blocks(section("Library use"), "python")
+    snippet = blocks(section("Library use"), "python")[0]  # (then the load_run one-liner)
     assert snippet == (ROOT / "examples" / "library_use.py").read_text()
 
 

@@ -56,8 +56,13 @@ class TrainingConfig:
     #: auto (from the loss, else the data) | classification | regression
     task: str = "auto"
     progress: bool = True  #: progress bar per stage (INFO log lines when stderr is not a TTY)
+    #: write <run dir>/checkpoint.pt every N epochs (0: never); continue with training.resume
+    checkpoint_every: int = 0
+    #: a run directory holding checkpoint.pt: continue that run (its saved config is used)
+    resume: Optional[str] = None
 
     def validate(self, path: str = "training") -> None:
+        check_range(f"{path}.checkpoint_every", self.checkpoint_every, lo=0)
         for name in ("epochs", "fine_tuning_epochs", "pretraining_epochs"):
             check_range(f"{path}.{name}", getattr(self, name), lo=0)
         check_range(f"{path}.rounds", self.rounds, lo=1)
@@ -342,3 +347,4 @@ class PQuantConfig:
     fitcompress: Any = MISSING
     tracking: Any = MISSING
     export: Any = None  #: the export group (none / qonnx / hls4ml / both)
+    distillation: Any = None  #: knowledge distillation (group ``distillation``: none | kd)

@@ -25,6 +25,7 @@ from pquant.data.schema import (
     JetsDataConfig,
     SyntheticDataConfig,
 )
+from pquant.distill.schema import DistillationConfig
 from pquant.models.schema import CNNConfig, Conv1dConfig, MLPConfig
 
 _registered = False
@@ -43,6 +44,7 @@ def register_configs() -> None:
         ("fitcompress", FitCompressConfig),
         ("finetuning", FinetuningConfig),
         ("tracking", TrackingConfig),
+        ("distillation", DistillationConfig),
     ):
         cs.store(group=f"schema/{group}", name="default", node=node)
     for name, node in pruning_schemas().items():

@@ -88,7 +88,7 @@ class AutoSparse(PruningMethod):
         shape = config.threshold_type.shape(self.weight_shape)
         self.threshold = nn.Parameter(torch.full(shape, float(config.threshold_init)))
         self.register_buffer("mask", torch.ones(self.weight_shape))
-        self.register_buffer("alpha", torch.tensor(float(config.alpha)))
+        self.register_buffer("alpha", torch.tensor(float(config.alpha), dtype=torch.float64))
         self.register_buffer("tuning", torch.tensor(config.autotune_epochs > 0))
         self._alpha = float(config.alpha)
         self._tuning = config.autotune_epochs > 0

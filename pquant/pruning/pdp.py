@@ -90,8 +90,8 @@ class PDP(PruningMethod):
         if config.structured_pruning:
             shape = (shape[0],) + (1,) * (len(shape) - 1)
         self.register_buffer("mask", torch.ones(shape))
-        self.register_buffer("ratio", torch.tensor(0.0))
-        self.register_buffer("target", torch.tensor(float(config.sparsity)))
+        self.register_buffer("ratio", torch.tensor(0.0, dtype=torch.float64))
+        self.register_buffer("target", torch.tensor(float(config.sparsity), dtype=torch.float64))
         self._ratio = 0.0
         self._target = float(config.sparsity)
         self.register_load_state_dict_post_hook(_refresh_ratio)

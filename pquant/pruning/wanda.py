@@ -89,7 +89,7 @@ class Wanda(PruningMethod):
         self.register_buffer("mask", torch.ones(self.weight_shape))
         self.register_buffer("sq_sum", torch.zeros(in_units, dtype=torch.float64))
         self.register_buffer("counts", torch.zeros(3, dtype=torch.long))  # seen, collected, done
-        self.register_buffer("target", torch.tensor(float(config.sparsity)))
+        self.register_buffer("target", torch.tensor(float(config.sparsity), dtype=torch.float64))
         self.register_load_state_dict_post_hook(_refresh)
         self._seen = self._collected = 0
         self._done = False

@@ -36,7 +36,9 @@ def format_problem(q: nn.Module, x: torch.Tensor) -> str | None:
     if kif is None or not getattr(q, "enabled", True):
         return None
     k, i, f = kif
-    x = x.detach().float()
+    x = x.detach()
+    if not x.is_floating_point():
+        x = x.float()  # (a float64 model stays float64: no float32 kernels asked for)
     try:
         k, i, f = (t.expand_as(x) if t.dim() else t for t in (k, i, f))
     except RuntimeError:

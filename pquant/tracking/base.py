@@ -26,6 +26,8 @@ class Tracker:
     """
 
     enabled = False
+    #: set before ``start`` to continue an existing run (``training.resume``) instead of a new one
+    resume_run_id: str | None = None
 
     def __init__(self, experiment_name: str = "pquant", uri: str | None = None,
                  run_name: str | None = None, log_model: bool = True,
@@ -47,6 +49,9 @@ class Tracker:
 
     def log_artifact(self, path: str | Path) -> None:
         pass
+
+    def flush(self) -> None:
+        """Write buffered metrics now (before a checkpoint)."""
 
     def end(self, status: str = "FINISHED") -> None:
         pass

@@ -201,6 +201,11 @@ class MlflowTracker(Tracker):
               parent_run_id: str | None = None) -> None:
         from mlflow.entities import Param
 
+        if self.resume_run_id:  # training.resume: the same run continues
+            self.run_id = self.resume_run_id
+            self.client.update_run(self.run_id, status="RUNNING")
+            self._last_flush = time.monotonic()
+            return
         all_tags = dict(tags)
         all_tags.update(ProcessId.current().tags())
         if parent_run_id:
@@ -220,6 +225,9 @@ class MlflowTracker(Tracker):
         self._pending.extend(Metric(k, float(v), now, step or 0) for k, v in metrics.items())
         if time.monotonic() - self._last_flush > FLUSH_SECONDS:
             self._flush()
+
+    def flush(self) -> None:
+        self._flush()
 
     def log_artifact(self, path: str | Path) -> None:
         self._patiently(lambda: self.client.log_artifact(self.run_id, str(path)),

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import socket
@@ -166,9 +167,25 @@ def open_client(uri: str):
                 "several processes creating it at once. Its runs are intact. Repair it with "
                 f"`python -m pquant.tracking.store repair {uri}` (it keeps a copy in "
                 f"{path.name}.bak), or point tracking.uri at another file")
-        client = MlflowClient(tracking_uri=uri)
-        client._tracking_client.store  # noqa: B018 - creates and migrates the store, locked
+        with _quiet_migrations():  # (a config error later must stay one line on stderr)
+            client = MlflowClient(tracking_uri=uri)
+            client._tracking_client.store  # noqa: B018 - creates and migrates the store, locked
     return client
+
+
+@contextlib.contextmanager
+def _quiet_migrations() -> Iterator[None]:
+    """Silence MLflow's and alembic's INFO lines about creating and migrating a store."""
+    loggers = [logging.getLogger(name) for name in
+               ("mlflow.store.db.utils", "alembic", "alembic.runtime.migration")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 # ----------------------------------------------------------------------------- repair

@@ -3,6 +3,7 @@
 ::
 
     for e in pretraining epochs:      on_epoch_start, train, evaluate, on_epoch_end
+    [FITCompress search]               (fitcompress=on: formats and masks applied)
     range check                        formats that cannot hold what a layer sees -> warnings
     on_pretraining_end                 (always, even with 0 pretraining epochs)
     for r in rounds:
@@ -17,6 +18,8 @@
 The loop adds the compression losses itself (pruning regularisers during the TRAINING stage, the
 HGQ EBOPs and width terms after pretraining) and clamps learnable bit-widths after every epoch;
 user code only supplies the model, the data and, optionally, optimizer/scheduler/loss.
+The schedule itself (cursor, hooks, loss terms) is the public
+:class:`pquant.training.stages.StageDriver`; this module is one loop written on it.
 """
 
 from __future__ import annotations
@@ -33,18 +36,14 @@ from hydra.utils import instantiate
 from torch import nn
 from tqdm.auto import tqdm
 
-from pquant.config.schema import Rewind
 from pquant.config.sections import Sections, sections
 from pquant.metrics.accuracy import evaluate
-from pquant.metrics.layers import MACHINERY
 from pquant.metrics.report import epoch_metrics
-from pquant.nn.weight_layer import CompressedWeightMixin
-from pquant.pruning.base import EpochInfo, RoundInfo, Stage
-from pquant.quant.base import Quantizer
+from pquant.pruning.base import Stage
 from pquant.quant.range_check import range_warnings
 from pquant.training import interrupt
-from pquant.training.losses import CompressionLoss
-from pquant.training.targets import check_targets
+from pquant.training.checkpoint import Checkpointer, rng_state, set_rng_state
+from pquant.training.stages import StageDriver
 from pquant.training.task import build_loss, training_task
 
 log = logging.getLogger(__name__)
@@ -78,30 +77,9 @@ class TrainResult:
     fitcompress: Any = None
 
 
-def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Copies of the model's own parameters and buffers (not masks or quantizer state)."""
-    state = {}
-    for mod_name, module in model.named_modules():
-        if isinstance(module, MACHINERY):
-            continue
-        tensors = list(module.named_parameters(recurse=False))
-        tensors += list(module.named_buffers(recurse=False))
-        for name, t in tensors:
-            state[f"{mod_name}.{name}" if mod_name else name] = t.detach().clone()
-    return state
-
-
-def _restore(model: nn.Module, snapshot: dict[str, torch.Tensor]) -> None:
-    current = dict(model.named_parameters())
-    current.update(dict(model.named_buffers()))
-    with torch.no_grad():
-        for name, value in snapshot.items():
-            current[name].copy_(value)
-
-
 class _Trainer:
     def __init__(self, model, s: Sections, train_loader, val_loader, optimizer, scheduler,
-                 loss_fn, device, on_epoch_end, progress):
+                 loss_fn, device, on_epoch_end, progress, distiller=None, checkpointer=None):
         self.model, self.s = model, s
         self.train_loader, self.val_loader = train_loader, val_loader
         self.device = device
@@ -116,25 +94,23 @@ class _Trainer:
         self.scheduler = scheduler
         self.on_epoch_end = on_epoch_end
         self.progress = progress
-        self._log_lines = False  # progress as log lines (no terminal), set per stage
-        self._label = ""
-        self._last_line = 0.0
-        self.layers = [m for m in model.modules()
-                       if isinstance(m, CompressedWeightMixin) and m.pruning is not None]
-        self.quantizers = [m for m in model.modules() if isinstance(m, Quantizer)]
-        self.compression_loss = CompressionLoss(model, s)
+        self.distiller = distiller
+        self.checkpointer = checkpointer
         self.result = TrainResult()
-        self.global_epoch = 0
-        self.snapshot: dict[str, torch.Tensor] | None = None
+        self._log_lines = False  # progress as log lines (no terminal)
+        self._last_line = 0.0
+        try:
+            batches = len(train_loader)
+        except TypeError:
+            batches = None
+        self.driver = StageDriver(model, s, optimizer=optimizer, batches_per_epoch=batches,
+                                  before_pretraining_end=self._before_pretraining_end)
 
     # ------------------------------------------------------------------ pieces
-    def _event(self, name: str) -> None:
-        self.result.stage_order.append(name)
-
-    def _train_epoch(self, stage: Stage) -> dict[str, float]:
+    def _train_epoch(self) -> dict[str, float]:
         model, opt, loss_fn, device = self.model, self.optimizer, self.loss_fn, self.device
+        driver = self.driver
         model.train()
-        compression = self.compression_loss if self.compression_loss.active(stage) else None
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device)
         n = 0
@@ -144,9 +120,11 @@ class _Trainer:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             out = model(x)
             regression = y.is_floating_point()
-            loss = loss_fn(out, y)
-            if compression is not None:
-                loss = compression(stage, loss)
+            if self.distiller is None:
+                loss = loss_fn(out, y)
+            else:
+                loss = self.distiller(x, out, y)
+            loss = driver.add_compression_loss(loss)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -160,94 +138,51 @@ class _Trainer:
             metrics["train/accuracy"] = float(correct) / max(n, 1)
         return metrics
 
-    def _epoch(self, stage: Stage, epoch: int, num_epochs: int, rnd: int, bar) -> None:
+    def _epoch(self, bar) -> None:
         interrupt.check()
-        info = EpochInfo(stage, epoch, num_epochs, rnd, self.global_epoch)
-        for layer in self.layers:
-            layer.pruning.on_epoch_start(info)
-        metrics = self._train_epoch(stage)
+        info = self.driver.start_epoch()
+        if info.epoch == 0 or bar.desc == "":
+            bar.set_description(_label(info.stage, info.round, self.s.training.rounds))
+        metrics = self._train_epoch()
         if self.val_loader is not None:
             val = evaluate(self.model, self.val_loader, self.loss_fn, self.device)
             metrics.update({f"val/{k}": v for k, v in val.items()})
-        for layer in self.layers:
-            layer.pruning.on_epoch_end(info, layer.weight)
-        for q in self.quantizers:
-            q.on_epoch_end()
+        self.driver.end_epoch()
         if self.scheduler is not None:
             self.scheduler.step()
         metrics.update(epoch_metrics(self.model))
         metrics["lr"] = float(self.optimizer.param_groups[0]["lr"])
-        metrics.update(stage=float(stage), round=float(rnd), epoch=float(epoch))
+        metrics.update(stage=float(info.stage), round=float(info.round), epoch=float(info.epoch))
         self.result.history.append(metrics)
         if self.on_epoch_end is not None:
-            self.on_epoch_end(metrics, self.global_epoch)
-        self.global_epoch += 1
+            self.on_epoch_end(metrics, info.global_epoch)
         bar.update(1)
         bar.set_postfix({short: f"{metrics[k]:.3f}" for k, short in _POSTFIX if k in metrics})
         now = time.monotonic()
-        if self._log_lines and (epoch in (0, num_epochs - 1)
+        if self._log_lines and (info.epoch in (0, info.num_epochs - 1)
                                 or now - self._last_line >= PROGRESS_SECONDS):
             self._last_line = now
-            log.info("%s epoch %d/%d  %s", self._label, epoch + 1, num_epochs, "  ".join(
-                f"{short} {metrics[k]:.3f}" for k, short in _POSTFIX if k in metrics))
+            log.info("%s epoch %d/%d  %s", _label(info.stage, info.round, self.s.training.rounds),
+                     info.epoch + 1, info.num_epochs, "  ".join(
+                         f"{short} {metrics[k]:.3f}" for k, short in _POSTFIX if k in metrics))
+        if self.checkpointer is not None and self.checkpointer.due(self.driver.global_epoch):
+            self.checkpointer.save(self.state_dict())
 
-    def _stage(self, stage: Stage, num_epochs: int, rnd: int = 0, label: str | None = None):
-        self._event(f"stage:{stage.name.lower()}" + (f":{rnd}" if stage is Stage.TRAINING else ""))
-        disable = not self.progress or not sys.stderr.isatty() or num_epochs == 0
-        self._log_lines = bool(self.progress) and disable
-        self._label = label or stage.name.lower()
-        with tqdm(total=num_epochs, desc=label or stage.name.lower(), disable=disable,
-                  leave=False, dynamic_ncols=True) as bar:
-            for epoch in range(num_epochs):
-                if (stage is Stage.TRAINING and rnd == 0
-                        and epoch == self.s.training.save_weights_epoch):
-                    self.snapshot = _snapshot(self.model)
-                    self._event(f"save_weights:{epoch}")
-                self._epoch(stage, epoch, num_epochs, rnd, bar)
+    # ------------------------------------------------------------------ pretraining end
+    def _before_pretraining_end(self, driver: StageDriver) -> None:
+        """FITCompress (its formats and frozen masks applied to the model), then the range
+        check -- both before the methods' ``on_pretraining_end``."""
+        if self.s.fitcompress.enable_fitcompress:
+            from pquant.fitcompress import run_fitcompress
 
-    def _fitcompress(self) -> None:
-        """FITCompress search at the pretraining -> training transition; the result (formats,
-        frozen masks) is applied to the model, so the compression losses are collected anew."""
-        from pquant.fitcompress import run_fitcompress
-
-        outcome = run_fitcompress(self.model, self.s, self.train_loader, self.loss_fn,
-                                  self.device)
-        self.result.fitcompress = outcome
-        self.result.warnings.extend(outcome.warnings)
-        self.compression_loss = CompressionLoss(self.model, self.s)
-        self._event("fitcompress")
-
-    def _rewind(self) -> None:
-        if self.snapshot is None:
-            raise RuntimeError("rewind requested but no weights were saved")
-        _restore(self.model, self.snapshot)
-        self.optimizer.state.clear()  # momentum from the rewound-away trajectory is stale
-        self._event("rewind")
-
-    # ------------------------------------------------------------------ schedule
-    def _install_observers(self) -> list:
-        handles = []
-        for layer in self.layers:
-            method = layer.pruning
-            if not method.observes:
-                continue
-
-            def hook(module, args, output, method=method):
-                if module.training and method.stage is Stage.TRAINING \
-                        and method.wants_observations:
-                    with torch.no_grad():
-                        method.observe(args[0].detach(), output.detach())
-
-            handles.append(layer.register_forward_hook(hook))
-        return handles
-
-    def run(self) -> TrainResult:
-        handles = self._install_observers()
-        try:
-            return self._run()
-        finally:
-            for h in handles:
-                h.remove()
+            outcome = run_fitcompress(self.model, self.s, self.train_loader, self.loss_fn,
+                                      self.device)
+            self.result.fitcompress = outcome
+            driver.warnings.extend(outcome.warnings)
+            driver.events.append("fitcompress")
+        for message in range_warnings(self.model, self._example_batch()):
+            log.warning(message)
+            driver.warnings.append(message)
 
     def _example_batch(self) -> torch.Tensor | None:
         """The first validation batch (no shuffling, no RNG consumed), for the range check."""
@@ -257,51 +192,59 @@ class _Trainer:
         x = batch[0] if isinstance(batch, (tuple, list)) else None
         return x.to(self.device) if isinstance(x, torch.Tensor) else None
 
-    def _run(self) -> TrainResult:
-        t = self.s.training
+    # ------------------------------------------------------------------ resuming
+    def state_dict(self) -> dict:
+        """Everything needed to continue between epochs (see :mod:`pquant.training.checkpoint`)."""
+        generator = getattr(self.train_loader, "generator", None)
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+            "driver": self.driver.state_dict(),
+            "history": list(self.result.history),
+            "rng": rng_state(),
+            "loader_generator": (generator.get_state()
+                                 if isinstance(generator, torch.Generator) else None),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.driver.load_state_dict(state["driver"])
+        self.result.history = list(state["history"])
+        generator = getattr(self.train_loader, "generator", None)
+        if isinstance(generator, torch.Generator) and state.get("loader_generator") is not None:
+            generator.set_state(state["loader_generator"])
+        set_rng_state(state["rng"])
+
+    # ------------------------------------------------------------------ schedule
+    def run(self, resume: dict | None = None) -> TrainResult:
+        driver = self.driver
         try:
-            batches = len(self.train_loader)
-        except TypeError:
-            batches = None
-        for message in self.s.pruning.schedule_warnings(t, batches_per_epoch=batches):
-            log.warning(message)
-            self.result.warnings.append(message)
-        self.model.to(self.device)
-        self._stage(Stage.PRETRAINING, t.pretraining_epochs)
-        if self.s.fitcompress.enable_fitcompress:
-            self._fitcompress()
-        for message in range_warnings(self.model, self._example_batch()):
-            log.warning(message)
-            self.result.warnings.append(message)
-        by_class: dict[type, list] = {}
-        for layer in self.layers:
-            by_class.setdefault(type(layer.pruning), []).append((layer.pruning, layer.weight))
-        for cls, pairs in by_class.items():
-            for message in cls.plan_budget(pairs) or []:
-                log.warning(message)
-                self.result.warnings.append(message)
-        for layer in self.layers:
-            layer.pruning.on_pretraining_end()
-        self._event("on_pretraining_end")
-        for rnd in range(t.rounds):
-            label = "training" if t.rounds == 1 else f"training round {rnd + 1}/{t.rounds}"
-            self._stage(Stage.TRAINING, t.epochs, rnd, label)
-            info = RoundInfo(rnd, t.rounds)
-            for layer in self.layers:
-                layer.pruning.on_round_end(info, layer.weight)
-            self._event(f"on_round_end:{rnd}")
-            if t.rewind is Rewind["every-round"] or (
-                t.rewind is Rewind["post-training-stage"] and info.is_last
-            ):
-                self._rewind()
-        for layer in self.layers:
-            layer.pruning.on_finetuning_start(layer.weight)
-        self._event("on_finetuning_start")
-        self._stage(Stage.FINETUNING, t.fine_tuning_epochs, label="fine-tuning")
-        for message in check_targets(self.model):
-            log.warning(message)
-            self.result.warnings.append(message)
+            self.model.to(self.device)
+            if resume is not None:
+                self.load_state_dict(resume)
+                log.info("resumed at epoch %d of %d", driver.global_epoch, driver.total_epochs)
+            disable = not self.progress or not sys.stderr.isatty() or driver.total_epochs == 0
+            self._log_lines = bool(self.progress) and disable
+            with tqdm(total=driver.total_epochs, initial=driver.global_epoch, desc="",
+                      disable=disable, leave=False, dynamic_ncols=True) as bar:
+                while not driver.finished:
+                    self._epoch(bar)
+            driver.finish()
+        finally:
+            driver.close()
+        self.result.warnings = list(driver.warnings)
+        self.result.stage_order = list(driver.events)
         return self.result
+
+
+def _label(stage: Stage, rnd: int, rounds: int) -> str:
+    if stage is Stage.TRAINING:
+        return "training" if rounds == 1 else f"training round {rnd + 1}/{rounds}"
+    return "fine-tuning" if stage is Stage.FINETUNING else "pretraining"
 
 
 def train_model(
@@ -316,6 +259,9 @@ def train_model(
     device: torch.device | str | None = None,
     on_epoch_end: EpochCallback | None = None,
     progress: bool | None = None,
+    distiller: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    checkpointer: Checkpointer | None = None,
+    resume: dict | None = None,
 ) -> TrainResult:
     """Train a converted model through the stages its pruning method needs.
 
@@ -329,9 +275,15 @@ def train_model(
         loss_fn: defaults to ``training.loss`` (null: the ``training.task``'s default loss).
         device: where to train; defaults to the device of the model's first parameter.
         on_epoch_end: called as ``fn(metrics, global_epoch)`` after every epoch.
-        progress: show a progress bar per stage (default ``training.progress``); when stderr
-            is not a terminal, an INFO log line per epoch instead (the first and last of each
-            stage, and at most one every ``PROGRESS_SECONDS`` in between).
+        progress: show a progress bar (default ``training.progress``); when stderr is not a
+            terminal, an INFO log line per epoch instead (the first and last of each stage, and
+            at most one every ``PROGRESS_SECONDS`` in between).
+        distiller: replaces the task loss in training: ``distiller(x, outputs, targets)``
+            (:class:`pquant.distill.Distiller`); validation keeps ``loss_fn``.
+        checkpointer: writes a resumable checkpoint every N epochs
+            (:class:`pquant.training.checkpoint.Checkpointer`).
+        resume: a loaded checkpoint to continue from (model, optimizer, scheduler, schedule
+            position, RNG states); the run then ends exactly as an uninterrupted one.
 
     Returns:
         :class:`TrainResult` with the per-epoch history and any target warnings.
@@ -343,5 +295,6 @@ def train_model(
     device = torch.device(device)
     model.to(device)
     trainer = _Trainer(model, s, train_loader, val_loader, optimizer, scheduler, loss_fn, device,
-                       on_epoch_end, s.training.progress if progress is None else progress)
-    return trainer.run()
+                       on_epoch_end, s.training.progress if progress is None else progress,
+                       distiller=distiller, checkpointer=checkpointer)
+    return trainer.run(resume)
