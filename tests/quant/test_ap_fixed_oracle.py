@@ -74,6 +74,7 @@ def _inputs(fmt: Format, seed: int) -> np.ndarray:
 @pytest.fixture(scope="module")
 def oracle(tmp_path_factory):
     """{(format, round, overflow): (inputs, ap_fixed outputs)} from one compiled program."""
+    apfixed.require()  # (module fixtures run before the autouse check)
     cases = _cases()
     inputs = {fmt: _inputs(fmt, seed) for seed, fmt in enumerate(FORMATS)}
     cache = tmp_path_factory.getbasetemp() / "ap_fixed_oracle"
