@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -50,6 +51,21 @@ def _wait_first_epoch(server, proc) -> str:
     raise AssertionError("the run's first metrics never reached the server")
 
 
+def _stop_server_mid_run(server, proc, run_id: str) -> None:
+    """Stop the server while the run is certainly still training: the run is frozen (SIGSTOP)
+    from the moment its first epoch is seen until the server is down, so a fast machine cannot
+    finish the run before the outage begins."""
+    from mlflow.tracking import MlflowClient
+
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        assert proc.poll() is None, "the run ended before the outage could begin"
+        assert MlflowClient(tracking_uri=server.uri).get_run(run_id).info.status == "RUNNING"
+        server.stop()
+    finally:
+        proc.send_signal(signal.SIGCONT)
+
+
 @pytest.mark.slow
 def test_server_down_mid_run_then_back_catches_up(own_server, tmp_path):
     from mlflow.tracking import MlflowClient
@@ -57,7 +73,7 @@ def test_server_down_mid_run_then_back_catches_up(own_server, tmp_path):
     proc = _start_run(own_server, tmp_path, "300")
     try:
         run_id = _wait_first_epoch(own_server, proc)
-        own_server.stop()
+        _stop_server_mid_run(own_server, proc, run_id)
         time.sleep(8)  # training goes on while the server is down
         own_server.start()
         out, _ = proc.communicate(timeout=600)
@@ -78,8 +94,7 @@ def test_server_down_mid_run_then_back_catches_up(own_server, tmp_path):
 def test_server_gone_for_good_fails_the_run_clearly(own_server, tmp_path):
     proc = _start_run(own_server, tmp_path, "5")
     try:
-        _wait_first_epoch(own_server, proc)
-        own_server.stop()
+        _stop_server_mid_run(own_server, proc, _wait_first_epoch(own_server, proc))
         out, _ = proc.communicate(timeout=600)  # bounded: never hangs
     finally:
         if proc.poll() is None:
