@@ -7,6 +7,15 @@ import pytest
 from tests.scale.servers import MlflowServer, free_port, start_postgres
 
 
+def pytest_collection_modifyitems(items):
+    """Every scale-out test runs its pquant processes pinned to the torch path
+    (PQUANT_KERNELS=off): the same work on both CI passes, so the pass with the kernels leaves
+    them to the torch-path pass (marker ``torch_path``)."""
+    for item in items:
+        if item.path.parent.name == "scale":
+            item.add_marker(pytest.mark.torch_path)
+
+
 @pytest.fixture(scope="session")
 def postgres():
     """A throw-away PostgreSQL server on a free 127.0.0.1 port (stopped after the session)."""

@@ -6,6 +6,13 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+
+#: everything here runs in subprocesses pinned to the torch path (PQUANT_KERNELS=off), so it is
+#: the same work on both CI passes: the pass with the kernels leaves it to the torch-path pass
+pytestmark = pytest.mark.torch_path
+
 
 def _run(tmp_path, db, *extra):
     env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true", PQUANT_KERNELS="off")

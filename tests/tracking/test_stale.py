@@ -6,9 +6,16 @@ import os
 import signal
 import subprocess
 import sys
+
+import pytest
 import time
 
 from pquant.tracking.process import ProcessId
+
+
+#: everything here runs in subprocesses pinned to the torch path (PQUANT_KERNELS=off), so it is
+#: the same work on both CI passes: the pass with the kernels leaves it to the torch-path pass
+pytestmark = pytest.mark.torch_path
 
 LONG = ["data=synthetic", "training.epochs=100000", "training.pretraining_epochs=0",
         "training.progress=false", "pruning.epsilon=0.5"]
