@@ -44,6 +44,12 @@ class OptunaSweeperConf:
         max_failure_rate: fraction of ``n_trials`` allowed to fail (at least one) before the
             sweep stops.
         params: search space as overrides, e.g. ``{pruning.sparsity: interval(0.5, 0.95)}``.
+        heartbeat_interval: seconds between a worker's heartbeats: Optuna heartbeats for its
+            running trials (RDB storages) and its ``last seen`` time on the study's MLflow
+            parent run.
+        grace_period: seconds without a heartbeat after which any other worker, on any host,
+            fails that worker's trials, marks their MLflow runs KILLED and ends the parent run
+            without it (a lost node). Default: 4 heartbeat intervals.
     """
 
     _target_: str = "hydra_plugins.pquant_optuna_sweeper.sweeper.PQuantOptunaSweeper"
@@ -57,6 +63,8 @@ class OptunaSweeperConf:
     n_jobs: int = 1
     max_failure_rate: float = 0.25
     params: dict[str, str] = field(default_factory=dict)
+    heartbeat_interval: int = 30
+    grace_period: Optional[int] = None
 
 
 _SAMPLERS = {

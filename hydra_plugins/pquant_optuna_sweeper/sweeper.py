@@ -7,6 +7,7 @@ there is no ``from __future__ import annotations`` here.
 import functools
 import json
 import logging
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
@@ -44,12 +45,28 @@ def _parse_objectives(entries) -> dict[str, str]:
     return dict(pairs)
 
 
+def _heartbeat(interval, grace) -> tuple[int, int]:
+    """``hydra.sweeper.heartbeat_interval`` and ``grace_period`` (default 4 intervals), checked."""
+    try:
+        interval = int(interval)
+        grace = 4 * interval if grace is None else int(grace)
+    except (TypeError, ValueError):
+        interval = grace = 0
+    if interval < 1 or grace <= interval:
+        raise CompactHydraException(
+            "hydra.sweeper.heartbeat_interval must be a whole number of seconds >= 1 and "
+            "hydra.sweeper.grace_period a larger one (default 4 intervals), got "
+            f"heartbeat_interval={interval} grace_period={grace}")
+    return interval, grace
+
+
 class PQuantOptunaSweeper(Sweeper):
     def __init__(self, sampler: Any = None, objectives: Optional[list[str]] = None,
                  study_name: Optional[str] = None, storage: Optional[str] = None,
                  n_trials: Optional[int] = None, max_trials: Optional[int] = None,
                  n_jobs: int = 1, max_failure_rate: float = 0.25,
-                 params: Optional[dict[str, str]] = None) -> None:
+                 params: Optional[dict[str, str]] = None, heartbeat_interval: int = 30,
+                 grace_period: Optional[int] = None) -> None:
         self.sampler = sampler
         self.objectives = _parse_objectives(objectives) if objectives else None
         self.study_name = study_name
@@ -59,6 +76,9 @@ class PQuantOptunaSweeper(Sweeper):
         self.n_jobs = max(1, int(n_jobs))
         self.max_failure_rate = float(max_failure_rate)
         self.params = dict(params or {})
+        self.heartbeat_interval, self.grace_period = _heartbeat(heartbeat_interval, grace_period)
+        self._in_flight: list = []
+        self._storage = None
         self.config: Optional[DictConfig] = None
         self.launcher = None
         self.job_idx = 0
@@ -140,13 +160,13 @@ class PQuantOptunaSweeper(Sweeper):
 
         run_id = parent_run_id(study, storage, create)
         try:
-            tracker.join_parent(run_id)
+            tracker.join_parent(run_id, grace=self.grace_period)
         except Exception as exc:  # noqa: BLE001 - e.g. the study moved to another MLflow store
             log.warning("parent run %s of study %r is not in this MLflow store (%s); starting "
                         "a new one", run_id, name, exc)
             run_id = create()
             study.set_user_attr(PARENT_ATTR, run_id)
-            tracker.join_parent(run_id)
+            tracker.join_parent(run_id, grace=self.grace_period)
         (sweep_dir / "tracking_parent.json").write_text(json.dumps({"run_id": run_id}))
         self._parent = (tracker, run_id)
         return run_id
@@ -160,12 +180,43 @@ class PQuantOptunaSweeper(Sweeper):
                                                 zip(self.objectives, values)}, step=number)
 
     def _reap(self, study) -> None:
-        """Fail trials of workers that are gone (another worker SIGKILLed, OOM) while this one
-        runs, and mark their MLflow runs KILLED."""
-        from pquant.hpo.stale import fail_stale_trials
+        """Fail trials of workers that are gone (another worker SIGKILLed, OOM) or lost (no
+        heartbeat for ``grace_period``: a node lost) while this one runs, and mark their MLflow
+        runs KILLED."""
+        from pquant.hpo.stale import fail_lost_trials, fail_stale_trials
 
-        if fail_stale_trials(study):
+        gone = fail_stale_trials(study)
+        lost = fail_lost_trials(study)
+        parent = getattr(self, "_parent", None)
+        if lost and parent is not None:
+            from pquant.tracking.stale import kill_trial_runs
+
+            try:
+                kill_trial_runs(parent[0].client, parent[1], study.study_name, lost,
+                                f"its sweep worker sent no heartbeat for {self.grace_period} s "
+                                "(hydra.sweeper.grace_period): worker or node lost")
+            except Exception as exc:  # noqa: BLE001 - best effort; the next reap retries
+                log.warning("could not mark the MLflow runs of lost trials KILLED: %s", exc)
+        if gone or lost:
             self._reap_runs()
+
+    def _beat_trials(self, trials) -> None:
+        """A first heartbeat for trials just asked (before the next periodic beat)."""
+        storage = self._storage
+        if storage is not None and getattr(storage, "get_heartbeat_interval", None) \
+                and storage.get_heartbeat_interval():
+            for trial in trials:
+                storage.record_heartbeat(trial._trial_id)
+
+    def _beat(self) -> None:
+        """One heartbeat: the trials in flight (RDB storages) and this worker on the parent."""
+        storage = self._storage
+        self._beat_trials(list(self._in_flight))
+        parent = getattr(self, "_parent", None)
+        if parent is not None:
+            from pquant.tracking.stale import beat_parent
+
+            beat_parent(parent[0].client, parent[1])
 
     def _reap_runs(self) -> None:
         parent = getattr(self, "_parent", None)
@@ -200,7 +251,8 @@ class PQuantOptunaSweeper(Sweeper):
         if not name or name == FinetuningConfig().experiment_name:
             name = default_study_name(self.objectives, space)
         target = self.storage or default_storage(name)
-        storage = open_storage(target)
+        storage = open_storage(target, heartbeat=(self.heartbeat_interval, self.grace_period))
+        self._storage = storage
         study = optuna.create_study(study_name=name, storage=storage,
                                     sampler=self._sampler(space),
                                     directions=self._directions(), load_if_exists=True)
@@ -235,14 +287,18 @@ class PQuantOptunaSweeper(Sweeper):
                  "the same command (or set hydra.sweeper.study_name=%s)", study.study_name,
                  target, n_trials, dict(self.objectives), type(study.sampler).__name__,
                  {k: repr(v) for k, v in space.items()}, study.study_name)
+        from pquant.hpo.heartbeat import Heartbeat
+
         try:
-            returns = self._trials(study, space, fixed, n_trials, sweep_dir, interrupt)
+            with Heartbeat(self.heartbeat_interval, self._beat):
+                returns = self._trials(study, space, fixed, n_trials, sweep_dir, interrupt)
         except KeyboardInterrupt:
             self._leave_parent("KILLED")
             raise
         except BaseException:
             self._leave_parent("FAILED")
             raise
+        self._reap(study)  # trials of workers lost meanwhile end FAIL before the results
         self._write(study, sweep_dir)
         self._leave_parent("FINISHED")
         log.info("study %r: results in %s", study.study_name, sweep_dir / RESULTS_FILE)
@@ -281,7 +337,9 @@ class PQuantOptunaSweeper(Sweeper):
                 batch = min(batch, left)
             trials = []
             for _ in range(batch):
-                trial = study.ask(space)
+                with warnings.catch_warnings():  # heartbeats are recorded by this sweeper
+                    warnings.filterwarnings("ignore", "Heartbeat of storage is supposed")
+                    trial = study.ask(space)
                 trial.set_user_attr(WORKER_ATTR, me)
                 if over_budget(study, trial, self.max_trials):
                     break
@@ -293,12 +351,16 @@ class PQuantOptunaSweeper(Sweeper):
                     + [f"++tracking.tags.optuna_trial={t.number}",
                        f"++tracking.tags.optuna_study={serialize(study.study_name)}"]
                     for t in trials]
+            self._in_flight = trials
+            self._beat_trials(trials)
             try:
                 results = self.launcher.launch(jobs, initial_job_idx=self.job_idx)
             except BaseException:
                 for trial in trials:  # in flight: never left RUNNING
                     study.tell(trial, state=optuna.trial.TrialState.FAIL)
                 raise
+            finally:
+                self._in_flight = []
             self.job_idx += len(jobs)
             launched += len(jobs)
             for trial, result in zip(trials, results):

@@ -3,12 +3,15 @@
 The sweeper stores its process (:class:`pquant.tracking.process.ProcessId`) on every trial it
 asks, as the user attribute ``pquant_worker``. A later sweep on the study, or any command that
 finds the worker's MLflow runs dead, fails those trials: they end FAIL, and FAIL trials do not
-count toward ``max_trials``.
+count toward ``max_trials``. On an RDB storage the workers also record Optuna heartbeats for
+their running trials (:class:`pquant.hpo.heartbeat.Heartbeat`): a trial whose heartbeat is older
+than the grace period is failed by any worker, on any host (:func:`fail_lost_trials`).
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
 
 from pquant.tracking.process import ProcessId
 
@@ -36,6 +39,29 @@ def fail_stale_trials(study) -> list[int]:
         log.warning("study %r: trial(s) %s were left RUNNING by a worker that is gone; "
                     "marked FAIL", study.study_name, failed)
     return failed
+
+
+def fail_lost_trials(study) -> list[int]:
+    """Fail RUNNING trials whose worker stopped sending heartbeats for longer than the storage's
+    grace period (a lost node; only storages opened with heartbeats); their numbers."""
+    import optuna
+    from optuna.trial import TrialState
+
+    storage = study._storage
+    if not hasattr(storage, "get_heartbeat_interval") or not storage.get_heartbeat_interval():
+        return []
+    running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    if not running:
+        return []
+    with warnings.catch_warnings():  # experimental since Optuna 2.9, stable in practice
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    lost = sorted(t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+                  if t.number in running)
+    if lost:
+        log.warning("study %r: trial(s) %s sent no heartbeat for longer than the grace period "
+                    "(their worker or its node was lost); marked FAIL", study.study_name, lost)
+    return lost
 
 
 def fail_stale_trials_in(storage: str, study_name: str) -> list[int]:

@@ -40,25 +40,35 @@ def sqlalchemy_url(target: str) -> str:
     return target
 
 
-def open_storage(target: str):
-    """An Optuna storage for a journal file path or an RDB URL (sqlite created under a lock)."""
+def open_storage(target: str, heartbeat: tuple[int, int] | None = None):
+    """An Optuna storage for a journal file path or an RDB URL (sqlite created under a lock).
+
+    Args:
+        target: a journal file path or an RDB URL.
+        heartbeat: ``(interval, grace period)`` in seconds for an RDB storage: workers record
+            a heartbeat for their running trials, and a trial whose heartbeat is older than the
+            grace period is failed by any other worker (a lost node). Journal files have no
+            heartbeats (their workers are judged by host and PID only).
+    """
     import optuna
 
     from pquant.tracking.store import file_lock
 
+    beats = {} if heartbeat is None else {"heartbeat_interval": heartbeat[0],
+                                          "grace_period": heartbeat[1]}
     path = local_file(target)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
     if "://" in target:
         if path is None:  # a database server: PostgreSQL, MySQL
-            return _server_storage(target)
+            return _server_storage(target, beats)
         with file_lock(path.with_name(path.name + ".lock")):
-            return optuna.storages.RDBStorage(target)
+            return optuna.storages.RDBStorage(target, **beats)
     backend = optuna.storages.journal.JournalFileBackend(str(path))
     return optuna.storages.JournalStorage(backend)
 
 
-def _server_storage(target: str, attempts: int = 6):
+def _server_storage(target: str, beats: dict, attempts: int = 6):
     """An RDB storage on a database server. Workers started together on a new database race
     to create Optuna's schema (the loser's ``CREATE TYPE`` fails): retried; a server that
     cannot be reached is one clear error naming the setting."""
@@ -71,7 +81,7 @@ def _server_storage(target: str, attempts: int = 6):
 
     for attempt in range(attempts):
         try:
-            return optuna.storages.RDBStorage(sqlalchemy_url(target))
+            return optuna.storages.RDBStorage(sqlalchemy_url(target), **beats)
         except sqlalchemy.exc.IntegrityError:  # the schema was being created by another worker
             if attempt == attempts - 1:
                 raise

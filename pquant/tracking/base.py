@@ -71,7 +71,7 @@ class Tracker:
     def end_parent(self, run_id: str, status: str = "FINISHED") -> None:
         pass
 
-    def join_parent(self, run_id: str) -> None:
+    def join_parent(self, run_id: str, grace: float | None = None) -> None:
         """Register this process as one of the workers of a study's parent run."""
 
     def leave_parent(self, run_id: str, status: str = "FINISHED") -> str | None:

@@ -287,10 +287,10 @@ class MlflowTracker(Tracker):
     def end_parent(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status)
 
-    def join_parent(self, run_id: str) -> None:
+    def join_parent(self, run_id: str, grace: float | None = None) -> None:
         from pquant.tracking.stale import join_parent
 
-        join_parent(self.client, run_id)
+        join_parent(self.client, run_id, grace)
 
     def leave_parent(self, run_id: str, status: str = "FINISHED") -> str | None:
         from pquant.tracking.stale import leave_parent

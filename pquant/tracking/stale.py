@@ -2,8 +2,11 @@
 
 Every run carries its owner's host, PID and start time (:mod:`pquant.tracking.process`). A study's
 parent run is shared by several sweep workers: each worker registers itself as a tag
-``pquant.worker/<host>/<pid>/<start>`` with value ``"<epoch> <STATUS>"``, and the parent is ended
-only when no worker of the current epoch runs any more (:func:`leave_parent`).
+``pquant.worker/<host>/<pid>/<start>`` with value ``"<epoch> <STATUS> <last seen>"``, and the
+parent is ended only when no worker of the current epoch runs any more (:func:`leave_parent`).
+A worker is gone when its process is dead (judged on its own host), or -- from any host -- when
+it has not refreshed its ``last seen`` time (:func:`beat_parent`) for longer than the parent's
+``pquant.heartbeat_grace_s`` (a lost node).
 
 :func:`reap_stale_runs` -- called when a tracker opens a store, by sweeps and by
 ``pquant.compare`` -- marks RUNNING runs of dead processes on this host KILLED (with a
@@ -16,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from datetime import datetime, timezone
 
 from pquant.tracking.process import ProcessId
@@ -27,6 +31,7 @@ EPOCH_TAG = "pquant.epoch"
 KILLED_TAG = "pquant.killed"
 STORAGE_TAG = "pquant.optuna_storage"
 STUDY_TAG = "optuna.study"
+GRACE_TAG = "pquant.heartbeat_grace_s"
 _done: set[str] = set()
 
 
@@ -34,19 +39,37 @@ def worker_key(pid: ProcessId) -> str:
     return f"{WORKER_PREFIX}{pid.host}/{pid.pid}/{pid.start or '-'}"
 
 
-def workers(tags: dict[str, str]) -> dict[str, tuple[ProcessId, int, str]]:
-    """``tag key -> (process, epoch, status)`` of a parent run's registered workers."""
+def workers(tags: dict[str, str]) -> dict[str, tuple[ProcessId, int, str, float | None]]:
+    """``tag key -> (process, epoch, status, last seen)`` of a parent run's registered workers
+    (``last seen``: Unix time of the worker's last heartbeat, None if it never sent one)."""
     out = {}
     for key, value in tags.items():
         if not key.startswith(WORKER_PREFIX):
             continue
         host, _, rest = key[len(WORKER_PREFIX):].partition("/")
         pid, _, start = rest.partition("/")
-        epoch, _, status = value.partition(" ")
+        epoch, _, rest = value.partition(" ")
+        status, _, seen = rest.partition(" ")
         if pid.isdigit() and epoch.isdigit():
             start = None if start in ("", "-") else start
-            out[key] = (ProcessId(host, int(pid), start), int(epoch), status)
+            try:
+                last = float(seen) if seen else None
+            except ValueError:
+                last = None
+            out[key] = (ProcessId(host, int(pid), start), int(epoch), status, last)
     return out
+
+
+def _lost(proc: ProcessId, seen: float | None, tags: dict[str, str]) -> bool:
+    """A worker is gone: its process is dead (its own host), or its heartbeat is older than the
+    parent's grace period (any host: a lost node)."""
+    if proc.is_gone():
+        return True
+    try:
+        grace = float(tags.get(GRACE_TAG, ""))
+    except ValueError:
+        return False
+    return seen is not None and time.time() - seen > grace
 
 
 def aggregate(statuses: list[str]) -> str:
@@ -77,8 +100,8 @@ def settle_parent(client, run_id: str, tags: dict[str, str]) -> str | None:
     epoch = int(tags.get(EPOCH_TAG, "0") or 0)
     current = {k: v for k, v in workers(tags).items() if v[1] == epoch}
     statuses = []
-    for key, (proc, _, status) in current.items():
-        if status == "RUNNING" and proc.is_gone():
+    for key, (proc, _, status, seen) in current.items():
+        if status == "RUNNING" and _lost(proc, seen, tags):
             client.set_tag(run_id, key, f"{epoch} KILLED")
             status = "KILLED"
         if status == "RUNNING":
@@ -152,25 +175,59 @@ def _remember_study(tags: dict[str, str], studies: set[tuple[str, str]]) -> None
 
 
 # ----------------------------------------------------------------------------- study workers
-def join_parent(client, run_id: str) -> str:
+def join_parent(client, run_id: str, grace: float | None = None) -> str:
     """Register this process as a worker of the study parent ``run_id`` (reopening it if it had
-    ended: a new epoch of workers starts). Returns this worker's tag key."""
+    ended: a new epoch of workers starts). Returns this worker's tag key.
+
+    Args:
+        grace: seconds without a heartbeat (:func:`beat_parent`) after which any worker may
+            declare a worker of this study lost; None keeps the parent's setting.
+    """
     me = ProcessId.current()
     run = client.get_run(run_id)
     tags = run.data.tags
     epoch = int(tags.get(EPOCH_TAG, "0") or 0)
     current = [w for w in workers(tags).values() if w[1] == epoch]
-    live = [w for w in current if w[2] == "RUNNING" and not w[0].is_gone()]
+    live = [w for w in current if w[2] == "RUNNING" and not _lost(w[0], w[3], tags)]
     if not live and (current or run.info.status != "RUNNING"):
         epoch += 1
     key = worker_key(me)
-    client.set_tag(run_id, key, f"{epoch} RUNNING")
+    if grace is not None:
+        client.set_tag(run_id, GRACE_TAG, f"{grace:g}")
+    client.set_tag(run_id, key, f"{epoch} RUNNING {time.time():.0f}")
     client.set_tag(run_id, EPOCH_TAG, str(epoch))
     if run.info.status != "RUNNING":
         if KILLED_TAG in tags:
             client.delete_tag(run_id, KILLED_TAG)
         client.update_run(run_id, status="RUNNING")
     return key
+
+
+def beat_parent(client, run_id: str) -> None:
+    """Refresh this worker's ``last seen`` time on the study parent ``run_id``."""
+    key = worker_key(ProcessId.current())
+    mine = workers(client.get_run(run_id).data.tags).get(key)
+    if mine is not None and mine[2] == "RUNNING":
+        client.set_tag(run_id, key, f"{mine[1]} RUNNING {time.time():.0f}")
+
+
+def kill_trial_runs(client, parent_id: str, study: str, numbers: list[int], why: str) -> list[str]:
+    """Mark the RUNNING trial runs ``numbers`` of ``study`` under ``parent_id`` KILLED (their
+    worker was lost: its process cannot be checked from here); returns their run ids."""
+    if not numbers:
+        return []
+    parent = client.get_run(parent_id)
+    wanted = {str(n) for n in numbers}
+    found = client.search_runs([parent.info.experiment_id],
+                               filter_string=f"tags.mlflow.parentRunId = '{parent_id}' and "
+                                             "attributes.status = 'RUNNING'", max_results=1000)
+    killed = []
+    for run in found:
+        tags = run.data.tags
+        if tags.get("optuna_trial") in wanted and tags.get("optuna_study") in (study, None):
+            _kill(client, run.info.run_id, f"{why}; {_note()}")
+            killed.append(run.info.run_id)
+    return killed
 
 
 def leave_parent(client, run_id: str, status: str) -> str | None:

@@ -107,6 +107,7 @@ def test_three_workers_one_postgres_study_kill_and_restart(postgres, mlflow_serv
     parents = [r for r in runs if r.data.tags.get("pquant.kind") == "sweep"]
     children = [r for r in runs if r.data.tags.get("pquant.kind") == "job"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert parents[0].data.tags["pquant.heartbeat_grace_s"] == "120"  # 4 x 30 s heartbeats
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
     finished = sorted(int(c.data.tags["optuna_trial"]) for c in children
                       if c.info.status == "FINISHED")
