@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-
 #: everything here runs in subprocesses pinned to the torch path (PQUANT_KERNELS=off), so it is
 #: the same work on both CI passes: the pass with the kernels leaves it to the torch-path pass
 pytestmark = pytest.mark.torch_path

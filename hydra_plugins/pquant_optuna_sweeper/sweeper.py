@@ -210,7 +210,6 @@ class PQuantOptunaSweeper(Sweeper):
 
     def _beat(self) -> None:
         """One heartbeat: the trials in flight (RDB storages) and this worker on the parent."""
-        storage = self._storage
         self._beat_trials(list(self._in_flight))
         parent = getattr(self, "_parent", None)
         if parent is not None:

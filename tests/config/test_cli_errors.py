@@ -11,7 +11,6 @@ import pytest
 
 from pquant.__main__ import CONFIG_ERROR_EXIT
 
-
 #: everything here runs in subprocesses pinned to the torch path (PQUANT_KERNELS=off), so it is
 #: the same work on both CI passes: the pass with the kernels leaves it to the torch-path pass
 pytestmark = pytest.mark.torch_path

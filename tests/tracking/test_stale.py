@@ -6,12 +6,11 @@ import os
 import signal
 import subprocess
 import sys
-
-import pytest
 import time
 
-from pquant.tracking.process import ProcessId
+import pytest
 
+from pquant.tracking.process import ProcessId
 
 #: everything here runs in subprocesses pinned to the torch path (PQUANT_KERNELS=off), so it is
 #: the same work on both CI passes: the pass with the kernels leaves it to the torch-path pass
