@@ -18,7 +18,7 @@ CONFIG_ERROR_EXIT = 2
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> dict:
     """One run; returns its report (sweepers read their objectives from it)."""
-    from pquant.config.errors import ConfigError
+    from pquant.errors import ConfigError
     from pquant.runner import run
 
     try:

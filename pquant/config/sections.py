@@ -14,7 +14,6 @@ from dataclasses import dataclass, is_dataclass
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from pquant.config.errors import ConfigError
 from pquant.config.extra_keys import check_section_keys, check_top_level
 from pquant.config.schema import (
     FinetuningConfig,
@@ -23,6 +22,7 @@ from pquant.config.schema import (
     QuantizationConfig,
     TrainingConfig,
 )
+from pquant.errors import ConfigError
 from pquant.pruning.base import NoPruningConfig, PruningConfig
 
 

@@ -15,12 +15,11 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from pquant.config.checks import check_choice
-from pquant.config.errors import ConfigError
 from pquant.data import labels as L
 from pquant.data.base import TASKS, DataModule
 from pquant.data.readers import Table, open_table
 from pquant.data.split import SPLITS, split_indices, standardize_
+from pquant.errors import ConfigError, check_choice
 
 log = logging.getLogger(__name__)
 

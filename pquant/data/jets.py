@@ -14,9 +14,8 @@ import socket
 import threading
 from pathlib import Path
 
-from pquant.config.checks import check_range
-from pquant.config.errors import ConfigError
 from pquant.data.files import FilesData
+from pquant.errors import ConfigError, check_range
 
 log = logging.getLogger(__name__)
 

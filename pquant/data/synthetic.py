@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.datasets import make_classification, make_regression
 
-from pquant.config.checks import check_choice
-from pquant.config.errors import ConfigError
 from pquant.data.base import TASKS, ArrayDataModule
+from pquant.errors import ConfigError, check_choice
 
 
 class SyntheticData(ArrayDataModule):

@@ -6,8 +6,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Optional
 
-from pquant.config.checks import check_range
-from pquant.config.errors import ConfigError
+from pquant.errors import ConfigError, check_range
 
 
 class DistillLoss(str, Enum):

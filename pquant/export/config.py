@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pquant.config.errors import ConfigError
+from pquant.errors import ConfigError
 
 FORMATS = ("qonnx", "hls4ml")
 

@@ -67,7 +67,7 @@ def _server_storage(target: str, attempts: int = 6):
     import optuna
     import sqlalchemy.exc
 
-    from pquant.config.errors import ConfigError
+    from pquant.errors import ConfigError
 
     for attempt in range(attempts):
         try:

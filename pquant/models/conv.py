@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from pquant.config.checks import check_range, fail
+from pquant.errors import check_range, fail
 
 
 def _conv_stack(conv, norm, pool, in_channels, channels, kernel_size):

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from pquant.config.checks import check_choice, check_range
+from pquant.errors import check_choice, check_range
 
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 

@@ -33,7 +33,7 @@ import torch
 from omegaconf import MISSING
 from torch import nn
 
-from pquant.config.checks import fail
+from pquant.errors import fail
 
 
 class Stage(IntEnum):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from hydra.errors import CompactHydraException
 
-from pquant.config.errors import ConfigError
+from pquant.errors import ConfigError
 from pquant.tracking.base import Tracker
 from pquant.tracking.process import ProcessId
 

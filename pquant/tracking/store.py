@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pquant.config.errors import ConfigError
+from pquant.errors import ConfigError
 
 #: seconds to wait for a tracking server to accept a connection
 PROBE_TIMEOUT = 3.0
