@@ -35,10 +35,10 @@ LAYERS: list[tuple[str, ...]] = [
     ("data", "models"),  # data sets and model builders (config dataclass + builder each)
     ("fitcompress",),  # the FITCompress search over a model
     ("training",),  # the stage-driven loop and losses
-    ("distill",),  # knowledge distillation (teacher from a tracked run)
     ("tracking",),  # MLflow / null trackers, run bookkeeping
     ("hpo",),  # Optuna search spaces and studies
     ("load",),  # load_run: a tracked run back as a model
+    ("distill",),  # knowledge distillation (the teacher is a tracked run)
     ("export",),  # QONNX / hls4ml writers and `python -m pquant.export`
     ("runner", "compare"),  # one run, end to end; run comparison
     ("__main__",),  # `python -m pquant`
@@ -55,7 +55,7 @@ PENDING_FOR_OTHER_BRANCHES: frozenset[tuple[str, str]] = frozenset({
     ("pquant.nn.dense", "pquant.metrics.ebops"),  # i17l
     ("pquant.nn.norm", "pquant.metrics.ebops"),  # i17l
     ("pquant.nn.pool", "pquant.metrics.ebops"),  # i17l
-    ("pquant.nn.weight_layer", "pquant.metrics.ebops"),  # i17l
+    ("pquant.nn.activation", "pquant.metrics.ebops"),  # i17l
 })
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Optional
 
+from pquant.config.registry import register_schema
 from pquant.errors import ConfigError, check_range
 
 
@@ -17,6 +18,7 @@ class DistillLoss(str, Enum):
     mse = "mse"
 
 
+@register_schema("distillation", "default")
 @dataclass
 class DistillationConfig:
     """Knowledge distillation from a frozen teacher (Hinton et al., "Distilling the Knowledge in

@@ -38,6 +38,16 @@ class StoreError(ConfigError):
     """The tracking store cannot be used (unreachable, unwritable or half-migrated)."""
 
 
+def start_dir() -> Path:
+    """The directory the command was started from (Hydra 1.3 with ``chdir: false`` keeps it)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return Path(HydraConfig.get().runtime.cwd).resolve()
+    except ValueError:
+        return Path(os.getcwd()).resolve()
+
+
 def sqlite_path(uri: str) -> Path | None:
     """The file of a ``sqlite:///...`` URI (None for other stores and in-memory sqlite)."""
     if uri.startswith("sqlite:///") and uri != "sqlite:///:memory:":
