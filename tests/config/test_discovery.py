@@ -150,3 +150,25 @@ def test_a_broken_project_module_is_one_clear_error(tmp_path):
     assert done.returncode == 2
     assert "conf/model/toy.py could not be imported" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_the_readme_example_data_set_composes_and_builds(tmp_path, monkeypatch, compose):
+    """The README's ``conf/data/rings.py`` example, as written there."""
+    import re
+
+    from hydra.utils import instantiate
+
+    readme = (ROOT / "README.md").read_text()
+    code = re.search(r"```python\n# conf/data/rings.py.*?\n(.*?)```", readme, re.S).group(1)
+    yaml = re.search(r"\(conf/data/rings.yaml: defaults: \[(.*?)\]\)", readme).group(1)
+    folder = tmp_path / "conf" / "data"
+    folder.mkdir(parents=True)
+    (folder / "rings.py").write_text(code)
+    (folder / "rings.yaml").write_text("defaults:\n" + "".join(
+        f"  - {item.strip()}\n" for item in yaml.split(",")))
+    monkeypatch.chdir(tmp_path)
+    cfg = compose(["data=rings", "data.n_samples=100"])
+    data = instantiate(cfg.data)
+    assert type(data).__name__ == "Rings" and cfg.data.n_samples == 100
+    with pytest.raises(Exception, match="n_samples"):
+        compose(["data=rings", "data.n_samples=many"])
