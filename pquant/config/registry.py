@@ -25,7 +25,7 @@ import importlib.util
 import pkgutil
 import sys
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TypeVar
 
@@ -72,7 +72,7 @@ def register_base(group: str) -> Callable[[T], T]:
 
 def base_schema(group: str) -> type:
     """The contract registered for ``group`` with :func:`register_base` (after discovery)."""
-    discover()
+    discover([group])
     if group not in _BASES:
         raise ConfigError(f"no schema contract is registered for the config group {group!r}; "
                           f"groups with one: {sorted(_BASES)}")
@@ -81,14 +81,15 @@ def base_schema(group: str) -> type:
 
 def schemas(group: str) -> dict[str, type]:
     """Every registered schema of ``group`` (after :func:`discover`), keyed by option name."""
-    discover()
+    discover([group])
     return dict(_SCHEMAS.get(group, {}))
 
 
-def discover(start_dir: Path | None = None) -> None:
-    """Import the provider modules and the start directory's ``conf/<group>/*.py`` (once each)."""
-    for group, names in PROVIDERS.items():
-        for name in names:
+def discover(groups: Iterable[str] | None = None, start_dir: Path | None = None) -> None:
+    """Import the provider modules of ``groups`` (default: all) and the start directory's
+    ``conf/<group>/*.py`` (each file once per process)."""
+    for group in PROVIDERS if groups is None else groups:
+        for name in PROVIDERS.get(group, ()):
             _import_tree(name)
         _import_user(group, (start_dir or Path.cwd()) / "conf" / group)
 
