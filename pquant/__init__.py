@@ -22,7 +22,7 @@ _EXPORTS = {
     "add_compression_layers": "pquant.nn.replace",
     "train_model": "pquant.training.loop",
     "compression_report": "pquant.metrics.report",
-    "ConfigError": "pquant.config.errors",
+    "ConfigError": "pquant.errors",
     "finalize": "pquant.nn.finalize",
     "load_run": "pquant.load",
     "StageDriver": "pquant.training.stages",
@@ -32,7 +32,7 @@ __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:  # pragma: no cover
     from pquant.config.compose import load_config  # noqa: F401
-    from pquant.config.errors import ConfigError  # noqa: F401
+    from pquant.errors import ConfigError  # noqa: F401
     from pquant.load import load_run  # noqa: F401
     from pquant.metrics.report import compression_report  # noqa: F401
     from pquant.nn.finalize import finalize  # noqa: F401

@@ -18,7 +18,7 @@ CONFIG_ERROR_EXIT = 2
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> dict:
     """One run; returns its report (sweepers read their objectives from it)."""
-    from pquant.config.errors import ConfigError
+    from pquant.errors import ConfigError
     from pquant.runner import run
 
     try:
@@ -55,7 +55,12 @@ def cli() -> None:
 
 
 def _cli() -> None:
-    register_configs()
+    from pquant.errors import ConfigError
+
+    try:
+        register_configs()  # imports the project's conf/<group>/*.py: they may be broken
+    except ConfigError as exc:
+        _config_error(str(exc))
     overrides = _plain_overrides()
     if overrides is not None and not os.environ.get("HYDRA_FULL_ERROR"):
         from pquant.config.cli_check import composition_error_message

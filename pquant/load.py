@@ -10,7 +10,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from pquant.config.errors import ConfigError
+from pquant.errors import ConfigError
 
 
 def _run_files(run: str | Path, tracking_uri: str | None) -> Path:

@@ -16,8 +16,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from pquant import kernels
-from pquant.config.errors import ConfigError
 from pquant.config.sections import sections
+from pquant.errors import ConfigError
 from pquant.export.config import export_settings
 from pquant.fitcompress.ladders import weight_compression
 from pquant.metrics.accuracy import evaluate

@@ -145,8 +145,8 @@ class PQuantOptunaSweeper(Sweeper):
     def _parent_run(self, tracker, study, storage, target: str, sweep_dir: Path) -> Optional[str]:
         """One MLflow parent run per study, shared by every worker and rerun; this process
         registers as one of its workers (the last worker to leave ends it)."""
-        from pquant.hpo.storage import shareable
         from pquant.hpo.study import PARENT_ATTR, parent_run_id
+        from pquant.tracking.optuna_storage import shareable
         from pquant.tracking.stale import STORAGE_TAG, STUDY_TAG
 
         name = study.study_name
@@ -183,7 +183,7 @@ class PQuantOptunaSweeper(Sweeper):
         """Fail trials of workers that are gone (another worker SIGKILLed, OOM) or lost (no
         heartbeat for ``grace_period``: a node lost) while this one runs, and mark their MLflow
         runs KILLED."""
-        from pquant.hpo.stale import fail_lost_trials, fail_stale_trials
+        from pquant.tracking.trials import fail_lost_trials, fail_stale_trials
 
         gone = fail_stale_trials(study)
         lost = fail_lost_trials(study)
@@ -241,9 +241,9 @@ class PQuantOptunaSweeper(Sweeper):
         import optuna
 
         from pquant.config.schema import FinetuningConfig
-        from pquant.hpo.stale import fail_stale_trials
-        from pquant.hpo.storage import default_storage, open_storage
         from pquant.hpo.study import check_directions, default_study_name
+        from pquant.tracking.optuna_storage import default_storage, open_storage
+        from pquant.tracking.trials import fail_stale_trials
 
         finetuning = self.config.get("finetuning") or {}
         name = self.study_name or finetuning.get("experiment_name")
@@ -314,9 +314,9 @@ class PQuantOptunaSweeper(Sweeper):
 
         from pquant.hpo.results import objective_values
         from pquant.hpo.space import serialize, trial_overrides
-        from pquant.hpo.stale import WORKER_ATTR
         from pquant.hpo.study import counted, over_budget
         from pquant.tracking.process import ProcessId
+        from pquant.tracking.trials import WORKER_ATTR
 
         me = str(ProcessId.current())
         allowed_failures = max(1, int(self.max_failure_rate * n_trials))

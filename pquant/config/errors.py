@@ -1,13 +1,10 @@
-"""The one exception type for bad user input."""
+"""The one exception type for bad user input (kept here for existing imports).
+
+It lives in the leaf module :mod:`pquant.errors`; code inside pquant imports it from there.
+"""
 
 from __future__ import annotations
 
-from hydra.errors import CompactHydraException
+from pquant.errors import ConfigError
 
-
-class ConfigError(CompactHydraException, ValueError):
-    """A setting is invalid. The message names the config path, what is allowed and what was given.
-
-    Subclasses Hydra's ``CompactHydraException`` so the command line prints only the message (no
-    traceback unless ``HYDRA_FULL_ERROR=1``), and ``ValueError`` for library users.
-    """
+__all__ = ["ConfigError"]

@@ -18,7 +18,7 @@ from dataclasses import fields
 
 from omegaconf import DictConfig
 
-from pquant.config.errors import ConfigError
+from pquant.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Mapping
 
-from pquant.config.checks import check_keep_negatives, fail
-from pquant.config.errors import ConfigError
+from pquant.errors import ConfigError, check_keep_negatives, fail
 from pquant.quant.granularity import Granularity
 from pquant.quant.modes import OverflowMode, RoundMode
 from pquant.quant.spec import QuantSpec

@@ -15,9 +15,8 @@ from typing import Any, Optional
 
 from omegaconf import MISSING
 
-from pquant.config.checks import check_choice, check_keep_negatives, check_range, fail
-from pquant.config.errors import ConfigError
 from pquant.config.layer_specific import validate_layer_specific
+from pquant.errors import ConfigError, check_choice, check_keep_negatives, check_range, fail
 from pquant.quant.granularity import DataGranularity, Granularity
 from pquant.quant.modes import OverflowMode, RoundMode
 from pquant.quant.spec import QuantSpec

@@ -7,15 +7,14 @@ a dict ``pruning`` section picks its schema through ``pruning_method``.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from dataclasses import dataclass, is_dataclass
+from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from pquant.config.errors import ConfigError
 from pquant.config.extra_keys import check_section_keys, check_top_level
+from pquant.config.registry import base_schema, schemas
 from pquant.config.schema import (
     FinetuningConfig,
     FitCompressConfig,
@@ -23,28 +22,28 @@ from pquant.config.schema import (
     QuantizationConfig,
     TrainingConfig,
 )
-from pquant.pruning.base import NoPruningConfig, PruningConfig
+from pquant.errors import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover - annotations only; the classes are found by discovery
+    from pquant.pruning.base import PruningConfig
+
+#: the pruning option used when a config has no pruning section
+NO_PRUNING = "none"
 
 
 def pruning_schemas() -> dict[str, type[PruningConfig]]:
     """Every pruning-method schema, keyed by method name.
 
-    Imports each module of :mod:`pquant.pruning` (one file per method) and collects the
-    :class:`PruningConfig` subclasses, including ones a user defined and imported elsewhere.
+    Each module of :mod:`pquant.pruning` (one file per method) registers its
+    :class:`~pquant.pruning.base.PruningConfig` subclass when imported (found by
+    :mod:`pquant.config.registry`), and so does a subclass a user defined and imported elsewhere.
     """
-    import pquant.pruning as package
+    return schemas("pruning")
 
-    for info in pkgutil.iter_modules(package.__path__):
-        importlib.import_module(f"{package.__name__}.{info.name}")
-    found: dict[str, type[PruningConfig]] = {}
-    stack = list(PruningConfig.__subclasses__())
-    while stack:
-        cls = stack.pop()
-        stack.extend(cls.__subclasses__())
-        name = cls.method_name()
-        if isinstance(name, str) and name != "???":
-            found[name] = cls
-    return found
+
+def _pruning_base() -> type[PruningConfig]:
+    """The contract every pruning schema derives from (registered by :mod:`pquant.pruning.base`)."""
+    return base_schema("pruning")
 
 
 @dataclass
@@ -82,12 +81,12 @@ def _to_object(name: str, node, schema: type):
 
 def _pruning_object(node):
     if node is None:
-        return NoPruningConfig()
-    if isinstance(node, PruningConfig):
+        return pruning_schemas()[NO_PRUNING]()
+    if isinstance(node, _pruning_base()):
         return node
     if isinstance(node, DictConfig):
         node_type = OmegaConf.get_type(node)
-        if isinstance(node_type, type) and issubclass(node_type, PruningConfig):
+        if isinstance(node_type, type) and issubclass(node_type, _pruning_base()):
             check_section_keys("pruning", node, node_type)
             return OmegaConf.to_object(node)
     schemas = pruning_schemas()

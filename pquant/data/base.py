@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pquant.config.checks import check_choice
 from pquant.data.loader import TensorLoader
 from pquant.data.split import SPLITS, split_indices, standardize_
+from pquant.errors import check_choice
 
 TASKS = ("classification", "regression")
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sklearn.datasets import load_digits
 
+from pquant.config.registry import register_schema
 from pquant.data.base import ArrayDataModule
+from pquant.data.schema import SplitConfig
 
 
 class DigitsData(ArrayDataModule):
@@ -16,3 +20,12 @@ class DigitsData(ArrayDataModule):
         super().__init__(bunch.data, bunch.target, val_fraction=val_fraction,
                          test_fraction=test_fraction, split_seed=split_seed,
                          standardize=standardize)
+
+
+@register_schema("data", "digits")
+@dataclass
+class DigitsDataConfig(SplitConfig):
+    """scikit-learn's bundled 8x8 digits (1797 samples, 64 features, 10 classes)."""
+
+    _target_: str = "pquant.data.digits.DigitsData"
+    standardize: bool = True  #: zero mean, unit variance per feature (fit on the train split)

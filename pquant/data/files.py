@@ -12,15 +12,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from pquant.config.checks import check_choice
-from pquant.config.errors import ConfigError
+from pquant.config.registry import register_schema
 from pquant.data import labels as L
 from pquant.data.base import TASKS, DataModule
 from pquant.data.readers import Table, open_table
+from pquant.data.schema import SplitConfig
 from pquant.data.split import SPLITS, split_indices, standardize_
+from pquant.errors import ConfigError, check_choice
 
 log = logging.getLogger(__name__)
 
@@ -193,3 +196,22 @@ class FilesData(DataModule):
                 finally:
                     table.close()
         return splits, task, classes
+
+
+@register_schema("data", "files")
+@dataclass
+class FilesDataConfig(SplitConfig):
+    """The user's own files: ``.npz``, ``.npy`` pair, ``.csv``, ``.parquet``, ``.h5``/``.hdf5``,
+    ``.arff``. The split fractions apply to ``path``; three files are used as they are."""
+
+    _target_: str = "pquant.data.files.FilesData"
+    #: one file to split (a .npy pair as [features.npy, labels.npy])
+    path: Any = None
+    train_path: Any = None  #: instead of path: the three splits as files
+    val_path: Any = None
+    test_path: Any = None
+    #: feature columns/keys (list), or the key of one 2-D array; null: all but the label
+    features: Any = None
+    label: Any = "label"  #: label column/key (a list: several regression targets)
+    task: str = "auto"  #: auto (float labels -> regression) | classification | regression
+    standardize: bool = True  #: zero mean, unit variance per feature (fit on the train split)

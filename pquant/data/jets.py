@@ -12,11 +12,14 @@ import logging
 import os
 import socket
 import threading
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
-from pquant.config.checks import check_range
-from pquant.config.errors import ConfigError
+from pquant.config.registry import register_schema
 from pquant.data.files import FilesData
+from pquant.data.schema import SplitConfig
+from pquant.errors import ConfigError, check_range
 
 log = logging.getLogger(__name__)
 
@@ -106,3 +109,19 @@ class JetsData(FilesData):
         super().__init__(path=path, features=FEATURES, label=LABEL, task="classification",
                          standardize=standardize, val_fraction=val_fraction,
                          test_fraction=test_fraction, split_seed=split_seed)
+
+
+@register_schema("data", "jets")
+@dataclass
+class JetsDataConfig(SplitConfig):
+    """hls4ml jet tagging (OpenML hls4ml_lhc_jets_hlf): 16 features, 5 classes, 830k jets."""
+
+    _target_: str = "pquant.data.jets.JetsData"
+    #: local copy of the table (ARFF, CSV or parquet); null: download into cache_dir once
+    path: Optional[str] = None
+    cache_dir: str = "~/.cache/pquant/openml"
+    download_timeout: float = 120.0  #: seconds before giving up on the network
+    standardize: bool = True
+    val_fraction: float = 0.2
+    test_fraction: float = 0.2
+    split_seed: int = 42

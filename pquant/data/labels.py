@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pquant.config.errors import ConfigError
+from pquant.errors import ConfigError
 
 
 def infer_task(labels: np.ndarray) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pquant.config.errors import ConfigError
+from pquant.errors import ConfigError
 
 CHUNK_ROWS = 65536
 FORMATS = (".npz", ".npy", ".csv", ".csv.gz", ".parquet", ".pq", ".h5", ".hdf5", ".arff")

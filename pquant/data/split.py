@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from pquant.config.checks import check_range
-from pquant.config.errors import ConfigError
+from pquant.errors import ConfigError, check_range
 
 SPLITS = ("train", "val", "test")
 

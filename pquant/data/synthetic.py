@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from sklearn.datasets import make_classification, make_regression
 
-from pquant.config.checks import check_choice
-from pquant.config.errors import ConfigError
+from pquant.config.registry import register_schema
 from pquant.data.base import TASKS, ArrayDataModule
+from pquant.data.schema import SplitConfig
+from pquant.errors import ConfigError, check_choice
 
 
 class SyntheticData(ArrayDataModule):
@@ -38,3 +41,21 @@ class SyntheticData(ArrayDataModule):
                 class_sep=class_sep, random_state=seed)
         super().__init__(x, y, val_fraction=val_fraction, test_fraction=test_fraction,
                          split_seed=split_seed, standardize=True, task=task)
+
+
+@register_schema("data", "synthetic")
+@dataclass
+class SyntheticDataConfig(SplitConfig):
+    """Gaussian class blobs, or a noisy linear regression (``task=regression``), for tests and
+    smoke runs."""
+
+    _target_: str = "pquant.data.synthetic.SyntheticData"
+    n_samples: int = 512
+    n_features: int = 16
+    n_classes: int = 4  #: classification only
+    class_sep: float = 2.0  #: classification only
+    seed: int = 0
+    #: auto (follow training.task or the loss; else classification) | classification | regression
+    task: str = "auto"
+    n_targets: int = 1  #: regression only
+    noise: float = 0.1  #: regression only: noise std before scaling targets to unit variance

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Optional
 
-from pquant.config.checks import check_range
-from pquant.config.errors import ConfigError
+from pquant.config.registry import register_schema
+from pquant.errors import ConfigError, check_range
 
 
 class DistillLoss(str, Enum):
@@ -18,6 +18,7 @@ class DistillLoss(str, Enum):
     mse = "mse"
 
 
+@register_schema("distillation", "default")
 @dataclass
 class DistillationConfig:
     """Knowledge distillation from a frozen teacher (Hinton et al., "Distilling the Knowledge in

@@ -12,8 +12,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
-from pquant.config.errors import ConfigError
 from pquant.distill.schema import DistillationConfig
+from pquant.errors import ConfigError
 
 _RUN_ID = re.compile(r"[0-9a-f]{32}")
 

@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from hydra.utils import instantiate
 
-    from pquant.config.errors import ConfigError
+    from pquant.errors import ConfigError
     from pquant.export.check import check_exports, summary_line
     from pquant.export.config import export_settings
     from pquant.export.ops import ExportError

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pquant.config.errors import ConfigError
+from pquant.config.registry import register_schema
+from pquant.errors import ConfigError
 
 FORMATS = ("qonnx", "hls4ml")
 
 
+@register_schema("export", "default")
 @dataclass
 class ExportConfig:
     """``export=none|qonnx|hls4ml|both``.

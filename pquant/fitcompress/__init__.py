@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from pquant.config.errors import ConfigError
+from pquant.errors import ConfigError
 from pquant.fitcompress.apply import apply_result, metrics, overrides_yaml, summary_lines
 from pquant.fitcompress.fisher import FisherEstimator, take_batches
 from pquant.fitcompress.ladders import pruning_ladder, weight_compression

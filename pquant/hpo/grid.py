@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pquant.config.errors import ConfigError
+from pquant.errors import ConfigError
 
 
 def grid_space(space: dict) -> dict[str, list]:

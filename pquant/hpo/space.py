@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
 
-from pquant.config.errors import ConfigError
+from pquant.errors import ConfigError
 
 _PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_./\-]*$")
 

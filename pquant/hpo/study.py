@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 
-from pquant.config.errors import ConfigError
+from pquant.errors import ConfigError
 from pquant.training import interrupt
 
 log = logging.getLogger(__name__)

@@ -11,10 +11,12 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from torch import nn
 
-from pquant.config.checks import check_range, fail
+from pquant.config.registry import register_schema
+from pquant.errors import check_range, fail
 
 
 def _conv_stack(conv, norm, pool, in_channels, channels, kernel_size):
@@ -70,3 +72,27 @@ def conv1d(input_size: int, output_size: int, channels: Sequence[int] = (8, 16),
                               kernel_size))
     flat = channels[-1] * (input_size // 2 ** len(channels))
     return _head(layers, flat, hidden, output_size, len(channels) + 1)
+
+
+@register_schema("model", "cnn")
+@dataclass
+class CNNConfig:
+    """2-D CNN (Conv2d + BatchNorm + ReLU + AvgPool blocks, dense head) over image-shaped
+    features."""
+
+    _target_: str = "pquant.models.conv.cnn"
+    image_shape: list[int] = field(default_factory=lambda: [1, 8, 8])
+    channels: list[int] = field(default_factory=lambda: [8, 16])
+    kernel_size: int = 3
+    hidden: int = 32
+
+
+@register_schema("model", "conv1d")
+@dataclass
+class Conv1dConfig:
+    """1-D CNN treating the features as a one-channel sequence."""
+
+    _target_: str = "pquant.models.conv.conv1d"
+    channels: list[int] = field(default_factory=lambda: [8, 16])
+    kernel_size: int = 5
+    hidden: int = 32

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from torch import nn
 
-from pquant.config.checks import check_choice, check_range
+from pquant.config.registry import register_schema
+from pquant.errors import check_choice, check_range
 
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
@@ -33,3 +35,13 @@ def mlp(input_size: int, output_size: int, hidden_sizes: Sequence[int] = (64, 32
         width_in = width
     layers["out"] = nn.Linear(width_in, output_size)
     return nn.Sequential(layers)
+
+
+@register_schema("model", "mlp")
+@dataclass
+class MLPConfig:
+    """Fully connected classifier. Input and output sizes come from the data module."""
+
+    _target_: str = "pquant.models.mlp.mlp"
+    hidden_sizes: list[int] = field(default_factory=lambda: [64, 32, 32])
+    activation: str = "relu"  #: relu | tanh

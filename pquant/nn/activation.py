@@ -131,7 +131,7 @@ class PQActivation(PQModule, nn.Module):
     def export_body(self, name: str) -> list:
         """Export rule: ReLU (exact everywhere); other functions are refused (their float
         results have no exact fixed-point counterpart without a lookup table)."""
-        from pquant.export.ops import ExportError, ReluOp
+        from pquant.nn.export_ops import ExportError, ReluOp
 
         if self.fn is not torch.relu:
             raise ExportError(

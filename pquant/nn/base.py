@@ -95,9 +95,9 @@ class PQModule:
 
     # ------------------------------------------------------------------ export
     def export_ops(self, name: str) -> list:
-        """This layer as neutral export operations (see :mod:`pquant.export.ops`): its input
+        """This layer as neutral export operations (see :mod:`pquant.nn.export_ops`): its input
         quantizer, :meth:`export_body`, its output quantizer (absent or skipped ones left out)."""
-        from pquant.export.ops import quant_op
+        from pquant.nn.export_ops import quant_op
 
         ops = [quant_op(self.input_quantizer, f"{name}.input_quantizer"),
                *self.export_body(name),
@@ -110,7 +110,7 @@ class PQModule:
         Raises:
             ExportError: this layer type (or this configuration of it) has no exact export.
         """
-        from pquant.export.ops import ExportError
+        from pquant.nn.export_ops import ExportError
 
         raise ExportError(f"layer {name!r} ({type(self).__name__}) has no export rule: it cannot "
                           f"be exported to QONNX/hls4ml; replace it or leave it out of the model")

@@ -28,7 +28,7 @@ class _PQConvMixin(CompressedWeightMixin):
 
     def export_body(self, name: str) -> list:
         """Export rule: one convolution (zero padding only) with the baked weight and bias."""
-        from pquant.export.ops import ConvOp, ExportError, array
+        from pquant.nn.export_ops import ConvOp, ExportError, array
 
         if self.padding_mode != "zeros" or isinstance(self.padding, str):
             raise ExportError(f"layer {name!r}: padding={self.padding!r}, padding_mode="

@@ -69,7 +69,7 @@ class PQDense(CompressedWeightMixin, nn.Linear):
 
     def export_body(self, name: str) -> list:
         """Export rule: one matrix product with the baked weight and bias."""
-        from pquant.export.ops import LinearOp, array
+        from pquant.nn.export_ops import LinearOp, array
 
         return [LinearOp(array(self.weight), array(self.bias))]
 

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from hydra.utils import get_class
 from torch import nn
 
-from pquant.config.errors import ConfigError
 from pquant.config.layer_specific import LayerOverrides, apply_overrides
 from pquant.config.sections import Sections
+from pquant.errors import ConfigError
 from pquant.nn.activation import ACTIVATIONS, PQActivation
 from pquant.nn.conv import PQConv1d, PQConv2d
 from pquant.nn.dense import PQDense

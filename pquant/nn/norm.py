@@ -78,7 +78,7 @@ class _PQBatchNormMixin(_NormCostMixin):
     def export_body(self, name: str) -> list:
         """Export rule: the exact per-channel affine map of the eval batch norm; it needs an
         output quantizer (a float result cannot be reproduced in fixed point)."""
-        from pquant.export.ops import AffineOp, ExportError, array
+        from pquant.nn.export_ops import AffineOp, ExportError, array
 
         q = self.output_quantizer
         if q is None or not q.enabled or self.running_mean is None:

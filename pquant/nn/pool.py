@@ -19,7 +19,7 @@ class _PQPoolMixin(PQModule):
     def export_body(self, name: str) -> list:
         """Export rule: average pooling without padding over a power-of-two window (the mean is
         then exact in float and in fixed point)."""
-        from pquant.export.ops import AvgPoolOp, ExportError
+        from pquant.nn.export_ops import AvgPoolOp, ExportError
 
         kernel = tuple(self._taps())
         nd = len(kernel)

@@ -16,8 +16,8 @@ from collections.abc import Callable
 
 from torch import nn
 
-from pquant.config.errors import ConfigError
 from pquant.config.sections import sections
+from pquant.errors import ConfigError
 from pquant.nn.base import PQModule
 from pquant.nn.chain import elide_redundant_quantizers
 from pquant.nn.factory import ConversionReport, Flow, LayerFactory

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from pquant.config.checks import check_range
+from pquant.errors import check_range
 from pquant.pruning.base import (
     PruningConfig,
     PruningMethod,

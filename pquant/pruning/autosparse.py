@@ -23,7 +23,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from pquant.config.checks import check_range
+from pquant.errors import check_range
 from pquant.pruning.base import EpochInfo, PruningConfig, PruningMethod, Stage
 from pquant.pruning.thresholds import ThresholdType
 

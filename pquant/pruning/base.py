@@ -33,7 +33,8 @@ import torch
 from omegaconf import MISSING
 from torch import nn
 
-from pquant.config.checks import fail
+from pquant.config.registry import register_base, register_schema, schemas
+from pquant.errors import fail
 
 
 class Stage(IntEnum):
@@ -71,6 +72,7 @@ class RoundInfo:
         return self.round == self.num_rounds - 1
 
 
+@register_base("pruning")
 @dataclass
 class PruningConfig:
     """Fields shared by every pruning method (reference names and defaults).
@@ -89,6 +91,14 @@ class PruningConfig:
     enable_pruning: bool = True
     disable_pruning_for_layers: list[str] = field(default_factory=list)
     threshold_decay: float = 0.0  #: weight of the method's decay term (see THRESHOLD_DECAY)
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        """A subclass that names its own method (``pruning_method = "<name>"`` in its body) is
+        the schema of option ``pruning=<name>`` (found by :mod:`pquant.config.registry`)."""
+        super().__init_subclass__(**kwargs)
+        name = cls.__dict__.get("pruning_method")
+        if isinstance(name, str) and name != MISSING:
+            register_schema("pruning", name)(cls)
 
     @classmethod
     def method_name(cls) -> str:
@@ -120,9 +130,7 @@ class PruningConfig:
 
 
 def _config_classes() -> dict[str, type[PruningConfig]]:
-    from pquant.config.sections import pruning_schemas
-
-    return pruning_schemas()
+    return schemas("pruning")
 
 
 def observation_window_warning(what: str, t_start: int, t_delta: int, training,

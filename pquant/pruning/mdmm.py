@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pquant.config.checks import check_range
+from pquant.errors import check_range
 from pquant.pruning.base import PruningConfig, PruningMethod, Stage
 
 

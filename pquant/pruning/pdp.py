@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from pquant import kernels
-from pquant.config.checks import check_range
+from pquant.errors import check_range
 from pquant.pruning.base import EpochInfo, PruningConfig, PruningMethod, Stage
 from pquant.pruning.select import midpoint_threshold
 from pquant.pruning.thresholds import budget_warnings, global_magnitude_budget

@@ -30,8 +30,7 @@ from typing import Optional
 
 import torch
 
-from pquant.config.checks import check_range, fail
-from pquant.config.errors import ConfigError
+from pquant.errors import ConfigError, check_range, fail
 from pquant.pruning.base import PruningConfig, PruningMethod, Stage, observation_window_warning
 from pquant.pruning.thresholds import budget_warnings, global_magnitude_budget
 

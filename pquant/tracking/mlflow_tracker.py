@@ -10,9 +10,10 @@ from pathlib import Path
 
 from hydra.errors import CompactHydraException
 
-from pquant.config.errors import ConfigError
+from pquant.errors import ConfigError
 from pquant.tracking.base import Tracker
 from pquant.tracking.process import ProcessId
+from pquant.tracking.store import start_dir
 
 log = logging.getLogger(__name__)
 
@@ -47,16 +48,6 @@ def catchup_seconds() -> float:
     return value
 #: the finalised model the runner logs; with ``model_name`` it becomes a registered-model version
 FINAL_MODEL_FILE = "model_final.pt"
-
-
-def start_dir() -> Path:
-    """The directory the command was started from (Hydra 1.3 with ``chdir: false`` keeps it)."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        return Path(HydraConfig.get().runtime.cwd).resolve()
-    except ValueError:
-        return Path(os.getcwd()).resolve()
 
 
 def default_uri(directory: str | Path | None = None) -> str:

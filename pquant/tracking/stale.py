@@ -163,7 +163,7 @@ def reap_stale_runs(client, *, once_key: str | None = None) -> list[str]:
         log.warning("marked %d MLflow run(s) of processes that are gone KILLED: %s",
                     len(reaped), ", ".join(reaped))
     for storage, study in sorted(studies):
-        from pquant.hpo.stale import fail_stale_trials_in
+        from pquant.tracking.trials import fail_stale_trials_in
 
         fail_stale_trials_in(storage, study)
     return reaped

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pquant.config.errors import ConfigError
+from pquant.errors import ConfigError
 
 #: seconds to wait for a tracking server to accept a connection
 PROBE_TIMEOUT = 3.0
@@ -36,6 +36,16 @@ _DEFAULT_PORTS = {"http": 80, "https": 443, "postgresql": 5432, "mysql": 3306, "
 
 class StoreError(ConfigError):
     """The tracking store cannot be used (unreachable, unwritable or half-migrated)."""
+
+
+def start_dir() -> Path:
+    """The directory the command was started from (Hydra 1.3 with ``chdir: false`` keeps it)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return Path(HydraConfig.get().runtime.cwd).resolve()
+    except ValueError:
+        return Path(os.getcwd()).resolve()
 
 
 def sqlite_path(uri: str) -> Path | None:

@@ -122,7 +122,7 @@ def open_resume(run_dir: str | Path) -> dict[str, Any]:
         ConfigError: the directory is missing, the run already finished, or it has no
             checkpoint (the message says which, and what to do).
     """
-    from pquant.config.errors import ConfigError
+    from pquant.errors import ConfigError
 
     run_dir = Path(run_dir)
     where = f"training.resume={str(run_dir)!r}"

@@ -39,8 +39,8 @@ from tqdm.auto import tqdm
 from pquant.config.sections import Sections, sections
 from pquant.metrics.accuracy import evaluate
 from pquant.metrics.report import epoch_metrics
+from pquant.nn.range_check import range_warnings
 from pquant.pruning.base import Stage
-from pquant.quant.range_check import range_warnings
 from pquant.training import interrupt
 from pquant.training.checkpoint import Checkpointer, rng_state, set_rng_state
 from pquant.training.stages import StageDriver

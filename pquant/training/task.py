@@ -16,7 +16,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from torch import nn
 
-from pquant.config.errors import ConfigError
+from pquant.errors import ConfigError
 
 TASKS = ("classification", "regression")
 _REGRESSION = (nn.MSELoss, nn.L1Loss, nn.HuberLoss, nn.SmoothL1Loss)

@@ -6,8 +6,8 @@ import torch
 
 from pquant import add_compression_layers, train_model
 from pquant.data.synthetic import SyntheticData
+from pquant.nn.range_check import format_problem, range_warnings
 from pquant.quant.quantizer import FixedPointQuantizer
-from pquant.quant.range_check import format_problem, range_warnings
 
 SHORT = ["training.pretraining_epochs=1", "training.epochs=1", "training.progress=false",
          "pruning=none"]

@@ -121,7 +121,7 @@ class MlflowServer:
 
     def start(self, timeout: float = 120.0) -> None:
         """Start the server and wait for ``/health``."""
-        from pquant.hpo.storage import sqlalchemy_url
+        from pquant.tracking.optuna_storage import sqlalchemy_url
 
         cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1",
                "--port", str(self.port), "--workers", "1",

@@ -6,7 +6,7 @@ from __future__ import annotations
 def test_postgres_serves_optuna_storage(postgres):
     import optuna
 
-    from pquant.hpo.storage import open_storage
+    from pquant.tracking.optuna_storage import open_storage
 
     url = postgres.create_database("optuna_fixture")
     assert url.startswith("postgresql://postgres@127.0.0.1:")
@@ -36,7 +36,7 @@ def test_unreachable_postgres_storage_is_one_clear_error():
 
     pytest.importorskip("psycopg")
     from pquant.config.errors import ConfigError
-    from pquant.hpo.storage import open_storage
+    from pquant.tracking.optuna_storage import open_storage
     from tests.scale.servers import free_port
 
     url = f"postgresql://someone:secret@127.0.0.1:{free_port()}/db"

@@ -46,7 +46,7 @@ def test_three_workers_one_postgres_study_kill_and_restart(postgres, mlflow_serv
     import optuna
     from mlflow.tracking import MlflowClient
 
-    from pquant.hpo.storage import open_storage
+    from pquant.tracking.optuna_storage import open_storage
 
     storage = postgres.create_database("study_three_workers")
     env = worker_env(mlflow_server.uri)
