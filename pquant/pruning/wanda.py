@@ -32,6 +32,7 @@ import torch
 
 from pquant.config.checks import check_range, fail
 from pquant.config.errors import ConfigError
+from pquant.distributed import all_reduce_
 from pquant.pruning.base import PruningConfig, PruningMethod, Stage, observation_window_warning
 from pquant.pruning.thresholds import budget_warnings, global_magnitude_budget
 
@@ -166,6 +167,7 @@ class Wanda(PruningMethod):
             return weight
         if not self._done and self._collected >= self.config.t_delta:
             with torch.no_grad():
+                all_reduce_(self.sq_sum, "sum")  # torchrun: the norms over every rank's shard
                 self.mask.copy_(self.compute_mask(weight))
             self._done = True
             self.counts[2] = 1
