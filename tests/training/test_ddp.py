@@ -23,8 +23,8 @@ import pytest
 import torch
 
 from pquant import distributed
-from pquant.distributed import ShardedLoader, World, check_batches
 from pquant.data.loader import TensorLoader
+from pquant.distributed import ShardedLoader, World, check_batches
 
 SHORT = ["training.pretraining_epochs=1", "training.epochs=2", "training.fine_tuning_epochs=1",
          "training.progress=false"]
