@@ -23,7 +23,12 @@ How the processes stay one model:
   are equal on every rank: each rank adds them once and the average keeps them once.
 * **Statistics from data.** Wanda's input norms, activation-pruning rates, dynamic data ranges
   and HGQ's wrap-mode integer bits call :func:`all_reduce_` (sum or max) so that every rank
-  holds the same masks and formats.
+  holds the same masks and formats. MDMM's constraint and the PDP, AutoSparse, CS and DST
+  thresholds are functions of the weights alone (equal on every rank): nothing to reduce.
+  Batch-norm layers normalise each shard with its own statistics (their running statistics
+  are averaged after every step by :func:`average_norm_statistics`).
+* **Evaluation** runs on the full validation/test sets on every rank (no collectives in eval):
+  identical models give identical numbers.
 * **Side effects.** Only rank 0 tracks (MLflow), writes the run directory and prints the summary.
 """
 

@@ -228,8 +228,9 @@ def _run(cfg: DictConfig, output_dir: str | None) -> dict[str, Any]:
     world = distributed.env_world()  # (torchrun: several processes train one model)
     if world.distributed:
         _check_distributed(s, world)
+    tracker = _build("tracking", cfg.tracking)
+    tracking_uri = getattr(tracker, "tracking_uri", None)  # (a distillation teacher's store)
     if world.rank0:
-        tracker = _build("tracking", cfg.tracking)
         tracker.check()  # unreachable or unwritable store: fail now, within seconds
     else:  # only rank 0 tracks and writes
         tracker = NullTracker()
@@ -261,7 +262,7 @@ def _run(cfg: DictConfig, output_dir: str | None) -> dict[str, Any]:
         from pquant.distill.teacher import build_teacher
 
         teacher = build_teacher(distill, data.num_features, data.num_classes,
-                                getattr(tracker, "tracking_uri", None))
+                                tracking_uri)
         distiller = Distiller(teacher.to(device), loss_fn, distill.loss,
                               distill.temperature, distill.alpha)
     if resume is not None:
