@@ -17,6 +17,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -216,3 +217,37 @@ def test_bad_combination_is_refused(tmp_path):
     assert not (tmp_path / "outputs" / "runs").exists() or not any(
         (tmp_path / "outputs" / "runs").glob("*/*/report.json"))
     assert not (tmp_path / "mlflow.db").exists() or _mlflow_runs(uri) == []
+
+
+def test_multirun_refused_under_torchrun(monkeypatch, capsys):
+    from pquant import __main__ as cli
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setattr(sys, "argv", ["pquant", "-m", "pruning=pdp,wanda"])
+    with pytest.raises(SystemExit) as exc:
+        cli._torchrun_overrides()
+    assert exc.value.code == cli.CONFIG_ERROR_EXIT
+    assert capsys.readouterr().err.startswith("-m/--multirun is not supported under torchrun "
+                                              "(WORLD_SIZE=2)")
+
+
+def test_other_ranks_write_no_hydra_output(monkeypatch, tmp_path):
+    """Rank 1 runs Hydra without an output subfolder or log file, in a scratch run dir (unless
+    hydra.run.dir is given: then every rank agrees on it)."""
+    from pquant import __main__ as cli
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(sys, "argv", ["pquant", "pruning=wanda"])
+    scratch = cli._torchrun_overrides()
+    assert scratch is not None and Path(scratch).parent == tmp_path and Path(scratch).is_dir()
+    assert sys.argv[2:] == ["hydra.output_subdir=null", "hydra/job_logging=disabled",
+                            f"hydra.run.dir={scratch}"]
+    monkeypatch.setattr(sys, "argv", ["pquant", "hydra.run.dir=/x"])
+    assert cli._torchrun_overrides() is None
+    assert sys.argv[2:] == ["hydra.output_subdir=null", "hydra/job_logging=disabled"]
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setattr(sys, "argv", ["pquant"])
+    assert cli._torchrun_overrides() is None and sys.argv == ["pquant"]
