@@ -154,8 +154,9 @@ def _check_distributed(s, world: distributed.World) -> None:
 def _shard(loader, data, loss_fn, s, world: distributed.World, model):
     """This rank's share of the global batches (after the checks that need the data), rank 0's
     initial state copied to every rank."""
-    message = distributed.check_batches(len(data.splits["train"][0]), s.training.batch_size,
-                                        world)
+    splits = getattr(data, "splits", None)
+    samples = len(splits["train"][0]) if splits else len(getattr(loader, "x", ()))
+    message = distributed.check_batches(samples, s.training.batch_size, world)
     if message:
         raise ConfigError(message)
     reduction = getattr(loss_fn, "reduction", "mean")
