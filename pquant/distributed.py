@@ -263,6 +263,9 @@ class ShardedLoader:
         r, size = self.world.rank, self.world.size
         for x, y in self.loader:
             self.global_batch = len(y)
+            if len(y) < size:  # (every rank sees the same global batch: all stop alike)
+                raise RuntimeError(f"a global batch of {len(y)} sample(s) cannot be split over "
+                                   f"{size} torchrun processes; change training.batch_size")
             yield x[r::size], y[r::size]
 
 
