@@ -4,9 +4,10 @@ For each global batch size, trains the default model (digits MLP, PDP pruning, 8
 point, ``PQUANT_KERNELS=off``) for a few epochs twice -- in one process, and as 2 torchrun
 processes (gloo, 127.0.0.1), each process with ``--threads`` threads (default 1, torchrun's own
 default) -- and reports the median epoch time divided by the batches per epoch (the first epoch
-is dropped as warm-up). Speed-up = one-process time / two-process time.
+is dropped as warm-up); the two runs alternate ``--repeats`` times and the medians are compared.
+Speed-up = one-process time / two-process time.
 
-    python scripts/bench_ddp.py [--batch-sizes 64 512] [--epochs 8] [--threads 1]
+    python scripts/bench_ddp.py [--batch-sizes 64 512] [--epochs 8] [--threads 1] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 512])
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -90,8 +92,11 @@ def main() -> None:
     print(f"{'global batch':>12} {'1 process ms/step':>18} {'2 processes ms/step':>20} "
           f"{'speed-up':>9}")
     for b in args.batch_sizes:
-        one = measure(b, args.epochs, 1, args.threads)
-        two = measure(b, args.epochs, 2, args.threads)
+        ones, twos = [], []
+        for _ in range(args.repeats):  # alternated, so that a load change hits both alike
+            ones.append(measure(b, args.epochs, 1, args.threads))
+            twos.append(measure(b, args.epochs, 2, args.threads))
+        one, two = statistics.median(ones), statistics.median(twos)
         print(f"{b:>12} {one:>18.2f} {two:>20.2f} {one / two:>9.2f}", flush=True)
 
 
