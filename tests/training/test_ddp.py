@@ -130,8 +130,8 @@ def test_env_world(monkeypatch):
 def test_shards_make_up_the_global_batches():
     """The shards of every step, put together, are the one-process batch (same order of steps,
     same global batch sizes, the uneven last batch included)."""
-    x = torch.arange(50.0).reshape(25, 2)
-    y = torch.arange(25)
+    x = torch.arange(54.0).reshape(27, 2)
+    y = torch.arange(27)
     one = list(TensorLoader(x, y, 8, shuffle=True, seed=3))
     shards = [list(ShardedLoader(TensorLoader(x, y, 8, shuffle=True, seed=3), World(r, 2, r)))
               for r in range(2)]
@@ -140,6 +140,9 @@ def test_shards_make_up_the_global_batches():
         union = torch.cat([shards[0][step][1], shards[1][step][1]])
         assert sorted(union.tolist()) == sorted(yb.tolist())
         assert len(shards[0][step][1]) - len(shards[1][step][1]) in (0, 1)
+    too_small = ShardedLoader(TensorLoader(x[:25], y[:25], 8), World(0, 2, 0))  # last batch: 1
+    with pytest.raises(RuntimeError, match="global batch of 1 sample"):
+        list(too_small)
 
 
 def test_batch_checks():
