@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 
 import hydra
 from omegaconf import DictConfig
@@ -37,7 +39,10 @@ def _single_run() -> bool:
 
 
 def _config_error(message: str) -> None:
-    sys.stderr.write(message + "\n")
+    from pquant.distributed import env_world
+
+    if env_world().rank0:  # (torchrun: every rank fails alike; one says why)
+        sys.stderr.write(message + "\n")
     sys.exit(CONFIG_ERROR_EXIT)
 
 
@@ -68,7 +73,39 @@ def _cli() -> None:
         message = composition_error_message(overrides)
         if message:
             _config_error(message)
-    main()
+    scratch = _torchrun_overrides()
+    try:
+        main()
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _torchrun_overrides() -> str | None:
+    """Under torchrun every rank runs this command; only rank 0 keeps Hydra's run directory
+    and log file. The others get ``hydra.output_subdir=null``, Hydra's logging off (errors
+    only) and, unless ``hydra.run.dir`` is given (then all ranks agree on it), a scratch run
+    directory removed at exit (returned). A multirun is refused: torchrun trains one model."""
+    from pquant.distributed import env_world
+
+    world = env_world()
+    if not world.distributed:
+        return None
+    args = sys.argv[1:]
+    if any(a in ("-m", "--multirun") or a.startswith("hydra.mode=") for a in args):
+        _config_error(f"-m/--multirun is not supported under torchrun (WORLD_SIZE={world.size}):"
+                      f" torchrun trains one model; start sweeps with python -m pquant -m")
+    if world.rank0:
+        return None
+    extra = ["hydra.output_subdir=null"]
+    if not any(a.startswith("hydra/job_logging=") for a in args):
+        extra.append("hydra/job_logging=disabled")
+    scratch = None
+    if not any(a.lstrip("+~").split("=", 1)[0] == "hydra.run.dir" for a in args):
+        scratch = tempfile.mkdtemp(prefix=f"pquant-rank{world.rank}-")
+        extra.append(f"hydra.run.dir={scratch}")
+    sys.argv += extra
+    return scratch
 
 
 def _plain_overrides():

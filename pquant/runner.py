@@ -15,7 +15,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from pquant import kernels
+from pquant import distributed, kernels
 from pquant.config.sections import sections
 from pquant.errors import ConfigError
 from pquant.export.config import export_settings
@@ -25,6 +25,7 @@ from pquant.metrics.report import compression_report
 from pquant.metrics.summary import format_summary
 from pquant.nn.finalize import finalize
 from pquant.nn.replace import add_compression_layers
+from pquant.tracking.base import NullTracker
 from pquant.tracking.hydra_callback import read_parent_run
 from pquant.training import interrupt
 from pquant.training.checkpoint import CHECKPOINT_NAME, Checkpointer, open_resume
@@ -134,6 +135,49 @@ def _load_kernels(device: torch.device | None = None) -> str:
         raise ConfigError(str(exc)) from None
 
 
+def _check_distributed(s, world: distributed.World) -> None:
+    """Settings a torchrun run cannot honour, refused before anything is built."""
+    if s.fitcompress.enable_fitcompress:
+        raise ConfigError(f"fitcompress.enable_fitcompress=true is not supported under torchrun "
+                          f"(WORLD_SIZE={world.size}): its search reads the data on one "
+                          f"process; run it with python -m pquant")
+    hc = _HydraRun(None)
+    if hc.sweep_dir is not None:
+        raise ConfigError(f"a multirun (-m, sweeps, finetuning searches) is not supported under "
+                          f"torchrun (WORLD_SIZE={world.size}): torchrun trains one model; "
+                          f"start the sweep with python -m pquant -m")
+    message = distributed.check_batches(0, s.training.batch_size, world)
+    if message:
+        raise ConfigError(message)
+
+
+def _shard(loader, data, loss_fn, s, world: distributed.World, model):
+    """This rank's share of the global batches (after the checks that need the data), rank 0's
+    initial state copied to every rank."""
+    splits = getattr(data, "splits", None)
+    samples = len(splits["train"][0]) if splits else len(getattr(loader, "x", ()))
+    message = distributed.check_batches(samples, s.training.batch_size, world)
+    if message:
+        raise ConfigError(message)
+    reduction = getattr(loss_fn, "reduction", "mean")
+    if reduction != "mean":
+        raise ConfigError(f"training.loss: reduction must be 'mean' under torchrun (the "
+                          f"gradients are averaged over the processes), got {reduction!r}")
+    if distributed.has_batch_norm(model):
+        log.warning("torchrun: batch-norm layers normalise each process's shard with its own "
+                    "batch statistics (their running statistics are averaged); the result is "
+                    "close to, not equal to, one process on the global batch")
+    distributed.broadcast_state(model)
+    return distributed.ShardedLoader(loader, world)
+
+
+def _check_one_model(model) -> None:
+    gap = distributed.divergence(model)
+    if gap != 0.0:
+        log.error("torchrun: the processes' models differ after training (largest difference "
+                  "%.3g); the run directory holds rank 0's", gap)
+
+
 def _build_training(s, model: torch.nn.Module, task: str) -> tuple[Any, Any, Any]:
     """Optimizer (on ``model``), scheduler and loss (the task's default when ``training.loss`` is
     null), built now so that a bad setting fails before any tracking run exists."""
@@ -165,8 +209,11 @@ def run(cfg: DictConfig, output_dir: str | None = None) -> dict[str, Any]:
     Returns:
         The report (flat metrics plus ``warnings``), also written to ``<output_dir>/report.json``.
     """
-    with interrupt.handle_signals():
-        return _run(cfg, output_dir)
+    try:
+        with interrupt.handle_signals():
+            return _run(cfg, output_dir)
+    finally:
+        distributed.stop()  # (torchrun: leave the process group, on every path)
 
 
 def _run(cfg: DictConfig, output_dir: str | None) -> dict[str, Any]:
@@ -179,17 +226,25 @@ def _run(cfg: DictConfig, output_dir: str | None) -> dict[str, Any]:
                  output_dir)
     s = sections(cfg)  # every range check, before any model surgery
     distill = _distillation(cfg)
+    world = distributed.env_world()  # (torchrun: several processes train one model)
+    if world.distributed:
+        _check_distributed(s, world)
     tracker = _build("tracking", cfg.tracking)
-    tracker.check()  # unreachable or unwritable store: fail now, within seconds
+    tracking_uri = getattr(tracker, "tracking_uri", None)  # (a distillation teacher's store)
+    if world.rank0:
+        tracker.check()  # unreachable or unwritable store: fail now, within seconds
+    else:  # only rank 0 tracks and writes
+        tracker = NullTracker()
     export = export_settings(cfg)  # (and the export extra, before any training)
     _load_kernels()
     hydra_run = _HydraRun(output_dir)
     if resume is not None:
         hydra_run.choices = dict(resume["choices"])
     out = hydra_run.output_dir
-    out.mkdir(parents=True, exist_ok=True)
+    if world.rank0:
+        out.mkdir(parents=True, exist_ok=True)
     seed_everything(int(cfg.seed))
-    device = resolve_device(str(cfg.device))
+    device = distributed.start(resolve_device(str(cfg.device)))  # torchrun: cuda:LOCAL_RANK
     kernel_path = _load_kernels(device)  # (models are built in the default dtype)
 
     task = configured_task(cfg)
@@ -199,13 +254,16 @@ def _run(cfg: DictConfig, output_dir: str | None) -> dict[str, Any]:
                    output_size=getattr(data, "num_outputs", data.num_classes))
     model = add_compression_layers(model, cfg, inplace=True).to(device)
     optimizer, scheduler, loss_fn = _build_training(s, model, task)
+    train_loader = data.train_loader(s.training.batch_size, int(cfg.seed))
+    if world.distributed:
+        train_loader = _shard(train_loader, data, loss_fn, s, world, model)
     distiller = None
     if distill.enabled:
         from pquant.distill.loss import Distiller
         from pquant.distill.teacher import build_teacher
 
         teacher = build_teacher(distill, data.num_features, data.num_classes,
-                                getattr(tracker, "tracking_uri", None))
+                                tracking_uri)
         distiller = Distiller(teacher.to(device), loss_fn, distill.loss,
                               distill.temperature, distill.alpha)
     if resume is not None:
@@ -234,7 +292,7 @@ def _run(cfg: DictConfig, output_dir: str | None) -> dict[str, Any]:
                         if choices.get(k))
 
     checkpointer = None
-    if s.training.checkpoint_every:
+    if s.training.checkpoint_every and world.rank0:
         checkpointer = Checkpointer(out / CHECKPOINT_NAME, s.training.checkpoint_every,
                                     {"config": resolved, "choices": choices},
                                     before_save=tracker.flush)
@@ -244,11 +302,14 @@ def _run(cfg: DictConfig, output_dir: str | None) -> dict[str, Any]:
                        parent_run_id=parent):
         if checkpointer is not None:
             checkpointer.extra["mlflow_run_id"] = getattr(tracker, "run_id", None)
-        result = train_model(model, cfg, data.train_loader(s.training.batch_size, int(cfg.seed)),
+        result = train_model(model, cfg, train_loader,
                              data.val_loader(s.training.eval_batch_size), device=device,
                              optimizer=optimizer, scheduler=scheduler, loss_fn=loss_fn,
                              on_epoch_end=tracker.log_metrics, distiller=distiller,
-                             checkpointer=checkpointer, resume=resume)
+                             checkpointer=checkpointer, resume=resume,
+                             progress=None if world.rank0 else False)
+        if world.distributed:
+            _check_one_model(model)
         val = evaluate(model, data.val_loader(s.training.eval_batch_size), loss_fn, device)
         test = evaluate(model, data.test_loader(s.training.eval_batch_size), loss_fn, device)
         metrics = compression_report(model, data.example_input(1).to(device))
@@ -272,6 +333,8 @@ def _run(cfg: DictConfig, output_dir: str | None) -> dict[str, Any]:
             report["classes"] = list(data.classes)  # class code i <- original label classes[i]
         report["conversion"] = conversion.as_dict()
         report["kernels"] = kernel_path
+        if not world.rank0:  # (every rank evaluated the same model: rank 0 writes it)
+            return report
         (out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True))
         (out / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
         torch.save(model.state_dict(), out / "model.pt")

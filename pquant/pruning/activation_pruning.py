@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
+from pquant.distributed import all_reduce_, world
 from pquant.errors import check_range
 from pquant.pruning.base import (
     PruningConfig,
@@ -80,7 +81,7 @@ class ActivationPruning(PruningMethod):
         if self._seen > self.config.t_start_collecting_batch:
             channel = -1 if self.layer_type == "linear" else 1
             y = outputs.movedim(channel, -1).reshape(-1, outputs.shape[channel])
-            self.active_sum.add_((y > 0).double().mean(0))
+            self.active_sum.add_(_positive_rate(y > 0))
             self._collected += 1
             if self._collected >= self.config.t_delta:
                 rate = self.active_sum / self._collected
@@ -108,6 +109,17 @@ class ActivationPruning(PruningMethod):
             self._seen = self._collected = 0
             self._done = False
             self.counts.zero_()
+
+
+def _positive_rate(positive: torch.Tensor) -> torch.Tensor:
+    """Per-unit fraction of positive outputs ``(N, O) -> (O,)`` -- over every rank's shard of
+    the batch under torchrun (counts summed, then divided), so that all ranks decide alike."""
+    if not world().distributed:
+        return positive.double().mean(0)
+    counts = torch.cat([positive.double().sum(0), positive.new_full((1,), len(positive),
+                                                                    dtype=torch.float64)])
+    all_reduce_(counts, "sum")
+    return counts[:-1] / counts[-1]
 
 
 def _refresh(module, _incompatible_keys) -> None:

@@ -30,6 +30,7 @@ from typing import Optional
 
 import torch
 
+from pquant.distributed import all_reduce_
 from pquant.errors import ConfigError, check_range, fail
 from pquant.pruning.base import PruningConfig, PruningMethod, Stage, observation_window_warning
 from pquant.pruning.thresholds import budget_warnings, global_magnitude_budget
@@ -165,6 +166,7 @@ class Wanda(PruningMethod):
             return weight
         if not self._done and self._collected >= self.config.t_delta:
             with torch.no_grad():
+                all_reduce_(self.sq_sum, "sum")  # torchrun: the norms over every rank's shard
                 self.mask.copy_(self.compute_mask(weight))
             self._done = True
             self.counts[2] = 1

@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 
 from pquant import kernels
+from pquant.distributed import all_reduce_
 from pquant.quant.base import Quantizer
 from pquant.quant.fixed_point import _round_inplace
 from pquant.quant.granularity import Granularity
@@ -141,6 +142,7 @@ class DynamicDataQuantizer(_SplitBase):
         if self.training:
             a = x.detach().abs().amax()
             with torch.no_grad():
+                all_reduce_(a, "max")  # torchrun: the range of the global batch
                 blended = torch.lerp(self.running_absmax, a, self.momentum)
                 self.running_absmax.copy_(torch.where(self.observed, blended, a))
                 self.observed.fill_(True)

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from pquant import kernels
+from pquant.distributed import all_reduce_
 from pquant.quant.base import Quantizer
 from pquant.quant.fixed_point import (
     _fix_trn_underflow_,
@@ -313,6 +314,7 @@ class HGQQuantizer(Quantizer):
             if reduce:
                 a = a.amax(dim=reduce, keepdim=True)
             a = a.reshape(self.i.shape) if a.numel() == self.i.numel() else a.amax()
+            all_reduce_(a, "max")  # torchrun: the range of the global batch
             new_i = torch.ceil(torch.log2(a + torch.exp2(-f.detach()) + 1e-10))
             self.i.copy_(new_i.clamp(*I_RANGE).expand_as(self.i))
 

@@ -25,6 +25,7 @@ The schedule itself (cursor, hooks, loss terms) is the public
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -36,6 +37,7 @@ from hydra.utils import instantiate
 from torch import nn
 from tqdm.auto import tqdm
 
+from pquant import distributed
 from pquant.config.sections import Sections, sections
 from pquant.metrics.accuracy import evaluate
 from pquant.metrics.report import epoch_metrics
@@ -97,6 +99,7 @@ class _Trainer:
         self.distiller = distiller
         self.checkpointer = checkpointer
         self.result = TrainResult()
+        self._batch_norm = distributed.world().distributed and distributed.has_batch_norm(model)
         self._log_lines = False  # progress as log lines (no terminal)
         self._last_line = 0.0
         try:
@@ -110,33 +113,61 @@ class _Trainer:
     def _train_epoch(self) -> dict[str, float]:
         model, opt, loss_fn, device = self.model, self.optimizer, self.loss_fn, self.device
         driver = self.driver
+        w = distributed.world()
         model.train()
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device)
         n = 0
         regression = False
         for x, y in self.train_loader:
-            interrupt.check()  # SIGINT/SIGTERM stop here, at a batch boundary
+            if not w.distributed:
+                interrupt.check()  # SIGINT/SIGTERM stop here, at a batch boundary
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             out = model(x)
             regression = y.is_floating_point()
             if self.distiller is None:
-                loss = loss_fn(out, y)
+                task = loss_fn(out, y)
             else:
-                loss = self.distiller(x, out, y)
-            loss = driver.add_compression_loss(loss)
+                task = self.distiller(x, out, y)
+            loss = driver.add_compression_loss(task)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            if w.distributed:
+                self._distributed_backward(loss, task, len(y))
+            else:
+                loss.backward()
+                opt.step()
             with torch.no_grad():
                 loss_sum += loss.detach() * len(y)
                 if out.dim() == 2 and y.dim() == 1:
                     correct += (out.argmax(dim=1) == y).sum()
             n += len(y)
+        if w.distributed:  # the epoch's metrics over the global batches
+            totals = torch.stack([loss_sum.double(), correct.double(),
+                                  torch.tensor(float(n), dtype=torch.float64, device=device)])
+            distributed.all_reduce_(totals, "sum")
+            loss_sum, correct, n = totals[0], totals[1], int(totals[2])
         metrics = {"train/loss": float(loss_sum) / max(n, 1)}
         if not regression:  # regression reports the loss only
             metrics["train/accuracy"] = float(correct) / max(n, 1)
         return metrics
+
+    def _distributed_backward(self, loss: torch.Tensor, task: torch.Tensor, n: int) -> None:
+        """Backward, gradients averaged over the ranks, step; all ranks stop after the same step
+        on SIGINT/SIGTERM. The task loss (a mean over this rank's shard) is weighted by
+        ``W * n / n_global`` when the global batch split unevenly (its last batch), so that the
+        average is the gradient of the global-batch mean."""
+        size = distributed.world().size
+        global_n = getattr(self.train_loader, "global_batch", 0) or n * size
+        if n * size != global_n:
+            loss = loss + (n * size / global_n - 1.0) * task
+        loss.backward()
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        stop = distributed.average_gradients(params, interrupt.pending() is not None)
+        self.optimizer.step()
+        if self._batch_norm:
+            distributed.average_norm_statistics(self.model)
+        if stop:
+            raise interrupt.Interrupted(interrupt.pending() or signal.SIGTERM)
 
     def _epoch(self, bar) -> None:
         interrupt.check()

@@ -17,8 +17,8 @@ FAR = ProcessId("far-node.example", 4242, None)
 def test_trial_of_a_lost_node_fails_after_the_grace_period(postgres):
     import optuna
 
-    from pquant.tracking.trials import WORKER_ATTR, fail_lost_trials, fail_stale_trials
     from pquant.tracking.optuna_storage import open_storage
+    from pquant.tracking.trials import WORKER_ATTR, fail_lost_trials, fail_stale_trials
 
     url = postgres.create_database("heartbeat")
     storage = open_storage(url, heartbeat=(1, 2))
