@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent / "pquant"
 #: The layering, bottom first. A unit may import only units of lower layers (and itself); units
 #: of one layer must not import each other.
 LAYERS: list[tuple[str, ...]] = [
-    ("errors",),  # ConfigError and the small value checks: imports nothing from pquant
+    ("errors", "distributed"),  # ConfigError and value checks; torchrun process-group helpers
     ("kernels",),  # optional compiled accelerators for the quantizer and layer ops
     ("quant",),  # fixed-point ops, quantizer modules, formats
     ("config",),  # schemas, composition, typed sections; discovers domain schemas by name
