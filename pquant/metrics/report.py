@@ -86,10 +86,11 @@ def compression_report(model: nn.Module, example_input: torch.Tensor) -> dict[st
                 if module.sample_shapes is None:
                     continue
                 bops, ebops = module.cost()
-            elif name in plain_shapes and float_cost(module, plain_shapes[name]) is not None:
-                bops, ebops = float_cost(module, plain_shapes[name])
             else:
-                continue
+                costs = float_cost(module, plain_shapes[name]) if name in plain_shapes else None
+                if costs is None:
+                    continue
+                bops, ebops = costs
             out[f"bops/{name}"] = float(bops)
             out[f"ebops/{name}"] = float(ebops)
             bops_total += float(bops)

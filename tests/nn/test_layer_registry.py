@@ -115,3 +115,17 @@ def test_a_toy_layer_in_one_user_file_is_trained_and_reported(tmp_path):
     assert pool_row[1:4] == ["-", "-", "-"]  # no weights: no sparsity, weight or input bits
     assert any(r and r[0] == "conv" for r in rows)
     assert not any("dataflow" in line and "pool" in line for line in result.stderr.splitlines())
+
+
+def test_nn_does_not_import_metrics():
+    """``nn`` sits below ``metrics`` (the EBOPs formulas live in ``pquant.nn.ebops``)."""
+    import ast
+    from pathlib import Path
+
+    import pquant.nn
+
+    for path in Path(pquant.nn.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(n.startswith("pquant.metrics") for n in names), path.name
