@@ -24,6 +24,7 @@ from pquant.metrics.accuracy import evaluate
 from pquant.metrics.report import compression_report
 from pquant.metrics.summary import format_summary
 from pquant.nn.finalize import finalize
+from pquant.nn.registry import summary_row
 from pquant.nn.replace import add_compression_layers
 from pquant.tracking.base import NullTracker
 from pquant.tracking.hydra_callback import read_parent_run
@@ -352,8 +353,7 @@ def _run(cfg: DictConfig, output_dir: str | None) -> dict[str, Any]:
             tracker.log_artifact(out / "model.pt")
             tracker.log_artifact(out / "model_final.pt")
 
-    layers = set(conversion.pruned) | set(conversion.not_pruned)
-    layers = [n for n, _ in model.named_modules() if n in layers]
+    layers = [n for n, m in model.named_modules() if summary_row(m)]
     footer = [f"report      {out / 'report.json'}"]
     where = tracker.describe()
     if where:

@@ -7,7 +7,7 @@ from torch import nn
 
 from pquant.export.ops import ExportError, QuantOp, ReshapeOp, Step
 from pquant.nn.base import PQModule
-from pquant.nn.replace import PASS_THROUGH
+from pquant.nn.registry import is_passive
 
 
 def _leaves(module: nn.Module, prefix: str):
@@ -60,7 +60,7 @@ def plan(model: nn.Module, example_input: torch.Tensor) -> list[Step]:
         in_shape, out_shape = shapes[name]
         if isinstance(module, PQModule):
             ops = module.export_ops(name)
-        elif isinstance(module, PASS_THROUGH):
+        elif is_passive(module):
             ops = [] if in_shape == out_shape else [ReshapeOp(out_shape)]
         else:
             raise ExportError(f"layer {name!r} ({type(module).__name__}) has no export rule "

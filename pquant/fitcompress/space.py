@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from pquant.metrics.layers import PQ_WEIGHT_LAYERS
 from pquant.nn.base import FLOAT_BITS
+from pquant.nn.registry import is_weight_layer
 from pquant.quant.adaptive import RangeSplitQuantizer
 from pquant.quant.fixed_point import quantize
 from pquant.quant.granularity import Granularity
@@ -121,10 +121,11 @@ def _group(quantizer) -> str:
 
 def layer_spaces(model: nn.Module, schedule, optimize_quantization: bool,
                  pruning_first: bool) -> list[LayerSpace]:
-    """Every dense/conv1d/conv2d PQ layer of ``model`` with its pretrained weight."""
+    """Every PQ weight layer of ``model`` (dense, conv1d, conv2d, ...) with its pretrained
+    weight."""
     spaces = []
     for name, layer in model.named_modules():
-        if not isinstance(layer, PQ_WEIGHT_LAYERS) or layer.finalized:
+        if not is_weight_layer(layer, pq=True) or layer.finalized:
             continue
         q = layer.weight_quantizer
         with torch.no_grad():

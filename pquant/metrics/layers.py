@@ -8,15 +8,10 @@ import torch
 from torch import nn
 
 from pquant.nn.base import FLOAT_BITS, PQModule
-from pquant.nn.conv import PQConv1d, PQConv2d
-from pquant.nn.dense import PQDense
+from pquant.nn.registry import is_weight_layer
 from pquant.pruning.base import PruningMethod
 from pquant.quant.base import Quantizer
 
-#: Plain torch layers whose weights count in sparsity and cost metrics when left unconverted.
-PLAIN_WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-#: PQ layers whose weights are prunable (sparsity is reported over these).
-PQ_WEIGHT_LAYERS = (PQDense, PQConv1d, PQConv2d)
 #: Module types that belong to the compression machinery, not to the model's own parameters.
 MACHINERY = (PruningMethod, Quantizer)
 
@@ -45,11 +40,13 @@ class WeightLayerView:
 
 
 def weight_layers(model: nn.Module) -> list[WeightLayerView]:
-    """Every prunable PQ layer and every unconverted Linear/Conv layer of ``model``."""
+    """Every weight layer of ``model`` (role ``weight`` in the layer registry), PQ or not."""
     views = []
     with torch.no_grad():
         for name, module in model.named_modules():
-            if isinstance(module, PQ_WEIGHT_LAYERS):
+            if not is_weight_layer(module):
+                continue
+            if isinstance(module, PQModule):
                 weight, bias = module.effective_params()
                 views.append(WeightLayerView(
                     name, module, weight.detach(), None if bias is None else bias.detach(),
@@ -57,7 +54,7 @@ def weight_layers(model: nn.Module) -> list[WeightLayerView]:
                     None if bias is None else module.bias_bits().to(weight.device),
                     module.input_bits().to(weight.device),
                 ))
-            elif isinstance(module, PLAIN_WEIGHT_LAYERS) and not isinstance(module, PQModule):
+            else:
                 w = module.weight.detach()
                 b = None if module.bias is None else module.bias.detach()
                 full = torch.full((), FLOAT_BITS, device=w.device)

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
-from pquant.metrics.ebops import conv_cost, linear_cost
-from pquant.metrics.layers import FLOAT_BITS, PLAIN_WEIGHT_LAYERS, own_parameters, weight_layers
+from pquant.metrics.layers import FLOAT_BITS, own_parameters, weight_layers
 from pquant.metrics.sparsity import sparsity_metrics
 from pquant.nn.base import PQModule
+from pquant.nn.registry import float_cost, is_weight_layer
 
 
 def _forward_shapes(model: nn.Module, example_input: torch.Tensor) -> dict[str, tuple]:
@@ -18,7 +16,7 @@ def _forward_shapes(model: nn.Module, example_input: torch.Tensor) -> dict[str, 
     shapes: dict[str, tuple] = {}
     handles = []
     for name, module in model.named_modules():
-        if isinstance(module, PLAIN_WEIGHT_LAYERS) and not isinstance(module, PQModule):
+        if is_weight_layer(module, pq=False):
             def hook(_mod, args, out, name=name):
                 shapes.setdefault(name, (tuple(args[0].shape[1:]), tuple(out.shape[1:])))
             handles.append(module.register_forward_hook(hook))
@@ -32,16 +30,6 @@ def _forward_shapes(model: nn.Module, example_input: torch.Tensor) -> dict[str, 
         for h in handles:
             h.remove()
     return shapes
-
-
-def _plain_cost(module: nn.Module, shapes) -> tuple[torch.Tensor, torch.Tensor]:
-    w = module.weight.detach()
-    kept = (w != 0).to(w.dtype)
-    bias = None if module.bias is None else FLOAT_BITS
-    if isinstance(module, nn.Linear):
-        positions = math.prod(shapes[0][:-1]) if len(shapes[0]) > 1 else 1
-        return linear_cost(FLOAT_BITS, FLOAT_BITS, kept, bias, positions)
-    return conv_cost(FLOAT_BITS, FLOAT_BITS, kept, bias, math.prod(shapes[1][1:]), module.groups)
 
 
 def compression_report(model: nn.Module, example_input: torch.Tensor) -> dict[str, float]:
@@ -98,10 +86,11 @@ def compression_report(model: nn.Module, example_input: torch.Tensor) -> dict[st
                 if module.sample_shapes is None:
                     continue
                 bops, ebops = module.cost()
-            elif name in plain_shapes:
-                bops, ebops = _plain_cost(module, plain_shapes[name])
             else:
-                continue
+                costs = float_cost(module, plain_shapes[name]) if name in plain_shapes else None
+                if costs is None:
+                    continue
+                bops, ebops = costs
             out[f"bops/{name}"] = float(bops)
             out[f"ebops/{name}"] = float(ebops)
             bops_total += float(bops)

@@ -11,9 +11,14 @@ def _fmt_count(value: float) -> str:
     return f"{value:.0f}"
 
 
+def _cell(report: dict, key: str, fmt: str, width: int) -> str:
+    """A figure of the per-layer table, or ``-`` where the layer has none (no weights)."""
+    return f"{report[key]:>{width}{fmt}}" if key in report else f"{'-':>{width}}"
+
+
 def format_summary(report: dict, title: str, layers: list[str], footer: list[str]) -> str:
     """A short table: accuracy (or MSE, MAE, R^2 for regression), sparsity, bits, EBOPs,
-    parameters, then one row per layer."""
+    parameters, then one row per layer (``-`` for figures a layer does not have)."""
     r = report
     lines = [f"pquant summary -- {title}"]
     nan = float("nan")
@@ -42,9 +47,9 @@ def format_summary(report: dict, title: str, layers: list[str], footer: list[str
                      f"{'EBOPs':>11}{'params':>9}")
         for name in layers:
             lines.append(
-                f"  {name:<{width}}{r.get(f'sparsity/{name}', 0.0):>10.4f}"
-                f"{r.get(f'bits/weight/{name}', 0.0):>9.2f}"
-                f"{r.get(f'bits/input/{name}', 0.0):>9.2f}"
+                f"  {name:<{width}}{_cell(r, f'sparsity/{name}', '.4f', 10)}"
+                f"{_cell(r, f'bits/weight/{name}', '.2f', 9)}"
+                f"{_cell(r, f'bits/input/{name}', '.2f', 9)}"
                 f"{_fmt_count(r.get(f'ebops/{name}', 0.0)):>11}"
                 f"{int(r.get(f'params/{name}/nonzero', 0)):>9}"
             )

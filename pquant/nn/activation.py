@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pquant.metrics.ebops import lut_cost
 from pquant.nn.base import PQModule
+from pquant.nn.ebops import lut_cost
 from pquant.quant.hgq import round_ste
 
 
@@ -142,6 +142,10 @@ class PQActivation(PQModule, nn.Module):
                 f"layer {name!r}: the ReLU multiplier (2**{float(torch.round(self.multiplier)):g}"
                 f") is not exported; set quantization.use_relu_multiplier=false")
         return [ReluOp()]
+
+    @property
+    def computes_relu(self) -> bool:
+        return self.activation_name == "relu"
 
     @property
     def cost_free(self) -> bool:

@@ -82,6 +82,10 @@ class PQModule:
             if q is not None:
                 yield role, q
 
+    #: True when the layer computes ``relu`` (the chain analysis and the fx dataflow analysis
+    #: follow a grid through it; see :class:`pquant.nn.activation.PQActivation`)
+    computes_relu = False
+
     # ------------------------------------------------------------------ cost
     #: True when :meth:`cost` is zero whatever the bit-widths (the HGQ loss skips the layer)
     cost_free = False

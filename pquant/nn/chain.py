@@ -8,25 +8,37 @@ with a straight-through gradient of exactly 1, so skipping it changes neither va
 quantizer only needs to cover the non-negative part (negative values become 0 either way when the
 quantizer saturates).
 
-The analysis follows ``nn.Sequential`` chains (nested Sequentials are flattened); anything it does
-not understand resets the knowledge of the incoming format, so it never skips wrongly. Layers
-without an input quantizer are linked to the nearest quantizer upstream, whose bit-width then
-describes their input in the cost metrics.
+The analysis follows ``nn.Sequential`` chains (nested Sequentials are flattened) and, in a model
+whose forward is written by hand, the torch.fx graph of that forward (shape-only and relu calls
+are followed; a module called at several places is left alone); anything it does not understand
+resets the knowledge of the incoming format, so it never skips wrongly. A forward that cannot be
+traced is analysed along its ``nn.Sequential`` parts only (with a warning). Layers without an
+input quantizer are linked to the nearest quantizer upstream, whose bit-width then describes
+their input in the cost metrics.
 """
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from dataclasses import dataclass
 
+import torch.fx as fx
 from torch import nn
 
-from pquant.nn.activation import PQActivation
 from pquant.nn.base import PQModule
+from pquant.nn.registry import is_value_preserving
+from pquant.nn.trace import has_own_forward, op_name, tensor_inputs, trace_graph
 from pquant.quant.base import Quantizer
 from pquant.quant.fixed_point import format_range
 
-#: Modules that leave every value unchanged (shape changes only), so a grid survives them.
-VALUE_PRESERVING = (nn.Identity, nn.Flatten, nn.Unflatten)
+log = logging.getLogger(__name__)
+
+#: Functions/methods of one tensor that leave every value unchanged (shape changes only).
+_VALUE_OPS = {"view", "reshape", "flatten", "permute", "transpose", "t", "contiguous",
+              "unsqueeze", "squeeze", "unflatten", "getitem", "detach", "clone"}
+#: ... and those computing relu.
+_RELU_OPS = {"relu", "relu_"}
 
 
 @dataclass(frozen=True)
@@ -95,8 +107,7 @@ class _Walker:
         if isinstance(module, PQModule):
             q_in, q_out = module.input_quantizer, module.output_quantizer
             module._upstream = (source,) if q_in is None and source is not None else None
-            relu = (isinstance(module, PQActivation) and module.activation_name == "relu"
-                    and module.multiplier is None)
+            relu = module.computes_relu and getattr(module, "multiplier", None) is None
             if relu:
                 if (_active(q_in) and grid is not None and q_in.overflow_mode.saturating
                         and _covers(q_in, grid.nonnegative())):
@@ -116,19 +127,66 @@ class _Walker:
             if not relu and not _active(q_out):
                 source = None
             return grid, source
-        if isinstance(module, VALUE_PRESERVING):
+        if is_value_preserving(module):
             return grid, source
         return None, None
 
 
-def _note_successor(module, following) -> None:
+def _is_relu(module) -> bool:
+    return isinstance(module, nn.ReLU) or bool(getattr(module, "computes_relu", False))
+
+
+def _note_successor(module, relu: bool) -> None:
     """Tell a layer's pruning method whether a ReLU consumes its output (activation pruning
     judges units by their positive outputs, which only a ReLU makes meaningful)."""
     method = getattr(module, "pruning", None)
     if method is not None and hasattr(method, "feeds_relu"):
-        relu = isinstance(following, nn.ReLU) or (
-            isinstance(following, PQActivation) and following.activation_name == "relu")
-        method.feeds_relu = bool(relu)
+        method.feeds_relu = relu
+
+
+def _walk_sequentials(model: nn.Module, walker: _Walker) -> None:
+    nested = {id(child) for m in model.modules() if type(m) is nn.Sequential
+              for child in m.children() if type(child) is nn.Sequential}
+    for module in model.modules():
+        if type(module) is nn.Sequential and id(module) not in nested:
+            grid, source = None, None
+            leaves = list(_leaves(module))
+            for leaf, following in zip(leaves, leaves[1:] + [None]):
+                grid, source = walker.visit(leaf, grid, source)
+                _note_successor(leaf, _is_relu(following))
+
+
+def _walk_graph(model: nn.Module, graph: fx.Graph, walker: _Walker) -> None:
+    """The same analysis along the fx graph of a hand-written forward."""
+    modules = dict(model.named_modules())
+    calls = Counter(n.target for n in graph.nodes if n.op == "call_module")
+    for module in modules.values():
+        if isinstance(module, PQModule):
+            module._upstream = None
+    state: dict[fx.Node, tuple] = {}
+
+    def relu_node(node: fx.Node) -> bool:
+        if node.op == "call_module":
+            return _is_relu(modules[node.target])
+        return node.op in ("call_function", "call_method") and op_name(node) in _RELU_OPS
+
+    for node in graph.nodes:
+        ins = tensor_inputs(node)
+        grid, source = state.get(ins[0], (None, None)) if len(ins) == 1 else (None, None)
+        after = (None, None)
+        if node.op == "call_module":
+            module = modules[node.target]
+            if calls[node.target] == 1:  # (a shared module's formats serve several inputs)
+                after = walker.visit(module, grid, source)
+                users = list(node.users)
+                _note_successor(module, bool(users) and all(relu_node(u) for u in users))
+        elif node.op in ("call_function", "call_method"):
+            name = op_name(node)
+            if name in _VALUE_OPS:
+                after = (grid, source)
+            elif name in _RELU_OPS:
+                after = (None if grid is None else grid.nonnegative(), source)
+        state[node] = after
 
 
 def elide_redundant_quantizers(model: nn.Module) -> list[str]:
@@ -140,14 +198,16 @@ def elide_redundant_quantizers(model: nn.Module) -> list[str]:
         if isinstance(q, Quantizer) and q.supports_bypass:
             q.bypass = False
     walker = _Walker()
-    nested = {id(child) for m in model.modules() if type(m) is nn.Sequential
-              for child in m.children() if type(child) is nn.Sequential}
-    for module in model.modules():
-        if type(module) is nn.Sequential and id(module) not in nested:
-            grid, source = None, None
-            leaves = list(_leaves(module))
-            for leaf, following in zip(leaves, leaves[1:] + [None]):
-                grid, source = walker.visit(leaf, grid, source)
-                _note_successor(leaf, following)
+    graph = None
+    if has_own_forward(model):
+        graph, why = trace_graph(model)
+        if graph is None:
+            log.warning("quantizer elision: the forward of %s cannot be traced by torch.fx "
+                        "(%s); only its nn.Sequential parts are analysed", type(model).__name__,
+                        why)
+    if graph is not None:
+        _walk_graph(model, graph, walker)
+    else:
+        _walk_sequentials(model, walker)
     names = {id(m): n for n, m in model.named_modules()}
     return [names[id(q)] for q in walker.elided]

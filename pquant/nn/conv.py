@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from pquant.metrics.ebops import conv_cost
+from pquant.nn.ebops import conv_cost
 from pquant.nn.weight_layer import CompressedWeightMixin
 
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pquant import kernels
-from pquant.metrics.ebops import linear_cost
+from pquant.nn.ebops import linear_cost
 from pquant.nn.weight_layer import CompressedWeightMixin
 from pquant.quant.base import Quantizer
 from pquant.quant.hgq import HGQQuantizer

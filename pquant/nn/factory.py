@@ -28,10 +28,10 @@ from pquant.config.layer_specific import LayerOverrides, apply_overrides
 from pquant.config.sections import Sections
 from pquant.errors import ConfigError
 from pquant.nn.activation import ACTIVATIONS, PQActivation
-from pquant.nn.conv import PQConv1d, PQConv2d
+from pquant.nn.conv import PQConv2d
 from pquant.nn.dense import PQDense
-from pquant.nn.norm import PQBatchNorm1d, PQBatchNorm2d, PQLayerNorm
-from pquant.nn.pool import PQAvgPool1d, PQAvgPool2d
+from pquant.nn.norm import PQBatchNorm2d, PQLayerNorm
+from pquant.nn.pool import PQAvgPool2d
 from pquant.quant.build import build_data_quantizer, build_parameter_quantizer
 from pquant.quant.granularity import Granularity, feature_shape
 from pquant.quant.modes import OverflowMode, as_overflow_mode
@@ -185,20 +185,17 @@ class LayerFactory:
         return self._weight_layer(PQDense, name, layer, "linear",
                                   Flow(layer.in_features, "last"), out), out
 
-    def conv(self, name, layer, flow: Flow):
-        cls, layout = (PQConv1d, "channels1d") if isinstance(layer, nn.Conv1d) else (
-            PQConv2d, "channels2d")
+    def conv(self, name, layer, flow: Flow, *, cls=PQConv2d, layout: str = "channels2d"):
         out = Flow(layer.out_channels, layout)
         return self._weight_layer(cls, name, layer, "conv", Flow(layer.in_channels, layout),
                                   out), out
 
-    def batchnorm(self, name, layer, flow: Flow):
+    def batchnorm(self, name, layer, flow: Flow, *, cls=PQBatchNorm2d,
+                  layout: str | None = "channels2d"):
+        """``layout`` None: the incoming one (BatchNorm1d takes ``(N, C)`` or ``(N, C, L)``)."""
         if not self.quantize:
             return None, flow
-        if isinstance(layer, nn.BatchNorm2d):
-            cls, layout = PQBatchNorm2d, "channels2d"
-        else:
-            cls = PQBatchNorm1d
+        if layout is None:
             layout = flow.layout if flow.layout in ("last", "channels1d") else None
         f = Flow(layer.num_features, layout)
         return self._norm(cls, name, layer, f), f
@@ -220,17 +217,30 @@ class LayerFactory:
             output_quantizer=self._data_q(name, sections, "output", self.data, f),
         )
 
-    def avgpool(self, name, layer, flow: Flow):
+    def avgpool(self, name, layer, flow: Flow, *, cls=PQAvgPool2d, layout: str = "channels2d"):
         if not self.quantize:
             return None, flow
-        cls, layout = (PQAvgPool1d, "channels1d") if isinstance(layer, nn.AvgPool1d) else (
-            PQAvgPool2d, "channels2d")
         f = Flow(flow.features, layout) if flow.layout == layout else Flow()
         sections = self.overrides.for_layer(name, _IO)
         return cls.from_torch(
             layer,
             input_quantizer=self._data_q(name, sections, "input", self.data, f),
             output_quantizer=self._data_q(name, sections, "output", self.data, f),
+        ), flow
+
+    def io_layer(self, cls, name, layer, flow: Flow):
+        """A layer with input and output quantizers only (the standard builder of a registered
+        type): ``cls.from_torch(layer, input_quantizer=..., output_quantizer=...)``, formats from
+        the data format and ``layer_specific``, per feature along the incoming features (the op
+        must keep them, as pooling and element-wise functions do). Not converted when
+        quantization is off."""
+        if not self.quantize:
+            return None, flow
+        sections = self.overrides.for_layer(name, _IO)
+        return cls.from_torch(
+            layer,
+            input_quantizer=self._data_q(name, sections, "input", self.data, flow),
+            output_quantizer=self._data_q(name, sections, "output", self.data, flow),
         ), flow
 
     # ------------------------------------------------------------------ activations

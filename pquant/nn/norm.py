@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pquant.metrics.ebops import norm_cost
+from pquant.nn.ebops import norm_cost
 from pquant.nn.weight_layer import CompressedWeightMixin
 
 _ARGS = ("input_quantizer", "weight_quantizer", "bias_quantizer", "output_quantizer")

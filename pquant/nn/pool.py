@@ -7,8 +7,8 @@ import math
 import torch
 from torch import nn
 
-from pquant.metrics.ebops import pool_cost
 from pquant.nn.base import PQModule
+from pquant.nn.ebops import pool_cost
 
 
 class _PQPoolMixin(PQModule):

@@ -11,6 +11,10 @@ op applied to quantized tensors) or not, and the findings are phrased for a pers
 * model outputs that are not quantized.
 
 A model that cannot be traced (data-dependent control flow) yields one line saying so.
+
+The same trace tells the conversion where each module's input comes from in a forward written by
+hand (:func:`feature_sources`), so per-feature formats and the quantizer elision work there as
+along ``nn.Sequential`` chains.
 """
 
 from __future__ import annotations
@@ -20,8 +24,8 @@ import operator
 import torch.fx as fx
 from torch import nn
 
-from pquant.nn.activation import PQActivation
 from pquant.nn.base import PQModule
+from pquant.nn.registry import entry_for, entry_for_type, is_grid
 from pquant.quant.base import Quantizer
 
 #: Functions/methods that only move or reshape values: quantized in, quantized out.
@@ -33,19 +37,31 @@ _SHAPE_OPS = {
 #: Non-linear but grid-preserving (outputs are selected inputs or zero).
 _GRID_OPS = {"relu", "relu_", "max_pool1d", "max_pool2d", "adaptive_max_pool1d",
              "adaptive_max_pool2d", "max", "maximum", "minimum", "min", "hardtanh", "neg"}
-#: Leaf modules with the same property.
-_GRID_MODULES = (nn.Identity, nn.Flatten, nn.Unflatten, nn.Dropout, nn.Dropout1d, nn.Dropout2d,
-                 nn.MaxPool1d, nn.MaxPool2d, nn.ReLU)
-
-
 class _Tracer(fx.Tracer):
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        if isinstance(m, (PQModule, Quantizer)):
+        if isinstance(m, (PQModule, Quantizer)) or entry_for_type(type(m)) is not None:
             return True
         return super().is_leaf_module(m, qualname)
 
 
-def _op_name(node: fx.Node) -> str:
+def has_own_forward(model: nn.Module) -> bool:
+    """True if a container in ``model`` is not an ``nn.Sequential`` (its forward is code)."""
+    if isinstance(model, (PQModule, Quantizer)) or next(model.children(), None) is None:
+        return False
+    if type(model) is not nn.Sequential:
+        return True
+    return any(has_own_forward(child) for child in model.children())
+
+
+def trace_graph(model: nn.Module) -> tuple[fx.Graph | None, str | None]:
+    """``(graph, None)``, or ``(None, why)`` when torch.fx cannot trace ``model``'s forward."""
+    try:
+        return _Tracer().trace(model), None
+    except Exception as exc:  # noqa: BLE001 - any tracing failure just limits the analyses
+        return None, f"{type(exc).__name__}: {exc}"
+
+
+def op_name(node: fx.Node) -> str:
     target = node.target
     if isinstance(target, str):
         return target
@@ -54,7 +70,7 @@ def _op_name(node: fx.Node) -> str:
     return getattr(target, "__name__", str(target))
 
 
-def _tensor_inputs(node: fx.Node) -> list[fx.Node]:
+def tensor_inputs(node: fx.Node) -> list[fx.Node]:
     found: list[fx.Node] = []
     fx.node.map_arg((node.args, node.kwargs), lambda n: found.append(n) or n)
     return [n for n in found if n.op != "get_attr"]
@@ -65,26 +81,25 @@ def _module_output_quantized(mod: nn.Module, inputs_quantized: bool) -> bool:
         q_in, q_out = mod.input_quantizer, mod.output_quantizer
         if q_out is not None and q_out.enabled:
             return True
-        if isinstance(mod, PQActivation) and mod.activation_name == "relu":
+        if mod.computes_relu:
             return inputs_quantized or (q_in is not None and q_in.enabled)
         return False
     if isinstance(mod, Quantizer):
         return mod.enabled
-    return isinstance(mod, _GRID_MODULES) and inputs_quantized
+    return is_grid(mod) and inputs_quantized
 
 
 def analyse_dataflow(model: nn.Module) -> list[str]:
     """Findings about unquantized tensors in ``model`` (empty: everything is on a grid)."""
-    try:
-        graph = _Tracer().trace(model)
-    except Exception as exc:  # noqa: BLE001 - any tracing failure just limits the analysis
-        return [f"could not trace the model with torch.fx ({type(exc).__name__}: {exc}); "
+    graph, why = trace_graph(model)
+    if graph is None:
+        return [f"could not trace the model with torch.fx ({why}); "
                 "functional calls in forward() were not checked"]
     modules = dict(model.named_modules())
     quantized: dict[fx.Node, bool] = {}
     findings: list[str] = []
     for node in graph.nodes:
-        ins = _tensor_inputs(node)
+        ins = tensor_inputs(node)
         all_q = all(quantized.get(n, False) for n in ins) if ins else False
         if node.op in ("placeholder", "get_attr"):
             quantized[node] = False
@@ -93,12 +108,12 @@ def analyse_dataflow(model: nn.Module) -> list[str]:
             if isinstance(mod, PQModule) and mod.input_quantizer is None and not all_q:
                 findings.append(f"'{node.target}' has no input quantizer and receives an "
                                 f"unquantized tensor from {', '.join(n.name for n in ins)}")
-            if not isinstance(mod, (PQModule, Quantizer, *_GRID_MODULES)):
+            if not isinstance(mod, (PQModule, Quantizer)) and not is_grid(mod):
                 findings.append(f"'{node.target}' ({type(mod).__name__}) is not converted: it "
                                 "computes in floating point and its output is unquantized")
             quantized[node] = _module_output_quantized(mod, all_q)
         elif node.op in ("call_function", "call_method"):
-            name = _op_name(node)
+            name = op_name(node)
             if name in _SHAPE_OPS or name in _GRID_OPS:
                 quantized[node] = all_q
                 if name in _GRID_OPS and not all_q and name.startswith("relu"):
@@ -116,4 +131,51 @@ def analyse_dataflow(model: nn.Module) -> list[str]:
     return findings
 
 
-__all__ = ["analyse_dataflow"]
+#: Functions/methods that keep every feature where it was (element-wise or no-op).
+_FEATURE_OPS = {"relu", "relu_", "dropout", "detach", "clone", "contiguous"}
+
+
+def _keeps_features(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    if node.op == "call_module":
+        entry = entry_for(modules[node.target])
+        return entry is not None and entry.keeps_features
+    return node.op in ("call_function", "call_method") and op_name(node) in _FEATURE_OPS
+
+
+def feature_sources(model: nn.Module) -> tuple[dict[str, str | None], dict[str, int], str | None]:
+    """Where each module's input comes from, through a torch.fx trace of ``model``.
+
+    Returns:
+        ``(sources, order, why)``: ``sources[name]`` is the module whose output features reach
+        module ``name`` unchanged (through dropout, identity, relu and similar), or None when the
+        input comes from anything else (a model input, a functional computation, a module
+        called at several places); ``order[name]`` the position of the first call of each module
+        (and of each container, from its first called descendant); ``why`` is None, or the reason
+        the model could not be traced (then both dicts are empty).
+    """
+    graph, why = trace_graph(model)
+    if graph is None:
+        return {}, {}, why
+    modules = dict(model.named_modules())
+    sources: dict[str, str | None] = {}
+    order: dict[str, int] = {}
+    for node in graph.nodes:
+        if node.op != "call_module":
+            continue
+        name = node.target
+        parts = name.split(".")
+        for n in range(len(parts) + 1):
+            order.setdefault(".".join(parts[:n]), len(order))
+        ins = tensor_inputs(node)
+        src = ins[0] if len(ins) == 1 else None
+        while src is not None and _keeps_features(src, modules):
+            nxt = tensor_inputs(src)
+            src = nxt[0] if len(nxt) == 1 else None
+        found = src.target if src is not None and src.op == "call_module" else None
+        if name in sources and sources[name] != found:
+            found = None  # called at several places with different inputs
+        sources[name] = found
+    return sources, order, None
+
+
+__all__ = ["analyse_dataflow", "feature_sources", "has_own_forward", "trace_graph"]
