@@ -51,11 +51,6 @@ LAYERS: list[tuple[str, ...]] = [
 PENDING_FOR_OTHER_BRANCHES: frozenset[tuple[str, str]] = frozenset({
     ("pquant.quant.spec", "pquant.quant.quantizer"),  # i17q: QuantSpec.build -> quant/build.py
     ("pquant.kernels", "pquant.quant.modes"),  # i17q: ROUND_INDEX beside its enum
-    ("pquant.nn.conv", "pquant.metrics.ebops"),  # i17l: metrics/ebops.py
-    ("pquant.nn.dense", "pquant.metrics.ebops"),  # i17l
-    ("pquant.nn.norm", "pquant.metrics.ebops"),  # i17l
-    ("pquant.nn.pool", "pquant.metrics.ebops"),  # i17l
-    ("pquant.nn.activation", "pquant.metrics.ebops"),  # i17l
 })
 
 
