@@ -85,15 +85,18 @@ def _after(q: Quantizer | None, incoming: Grid | None) -> Grid | None:
 class _Walker:
     def __init__(self) -> None:
         self.elided: list[Quantizer] = []
+        #: the quantizers met so far along the chain: a skip depends on (at most) their formats
+        self.chain: list[Quantizer] = []
 
     def skip(self, q: Quantizer) -> None:
-        q.bypass = True
+        q.grant_bypass(self.chain)
         self.elided.append(q)
 
     def visit(self, module, grid: Grid | None, source: Quantizer | None):
         """Return the grid and the last active quantizer after ``module``."""
         if isinstance(module, PQModule):
             q_in, q_out = module.input_quantizer, module.output_quantizer
+            self.chain += [q for q in (q_in, q_out) if q is not None]
             module._upstream = (source,) if q_in is None and source is not None else None
             relu = (isinstance(module, PQActivation) and module.activation_name == "relu"
                     and module.multiplier is None)
@@ -134,7 +137,8 @@ def _note_successor(module, following) -> None:
 def elide_redundant_quantizers(model: nn.Module) -> list[str]:
     """Mark provably redundant quantizers as bypassed; return their dotted names.
 
-    Call again after changing quantizer formats by hand (any change lapses all bypasses).
+    Call again after changing quantizer formats by hand (a skip lapses when the format of the
+    quantizer or of one upstream of it in the chain changes).
     """
     for q in model.modules():
         if isinstance(q, Quantizer) and q.supports_bypass:
@@ -145,6 +149,7 @@ def elide_redundant_quantizers(model: nn.Module) -> list[str]:
     for module in model.modules():
         if type(module) is nn.Sequential and id(module) not in nested:
             grid, source = None, None
+            walker.chain = []
             leaves = list(_leaves(module))
             for leaf, following in zip(leaves, leaves[1:] + [None]):
                 grid, source = walker.visit(leaf, grid, source)
