@@ -16,8 +16,8 @@ from pquant import kernels
 from pquant.quant.base import Quantizer
 from pquant.quant.fixed_point import bit_width, check_wrap_sm_signed, make_kernel, plan_constant
 from pquant.quant.fused import fixed_spec
-from pquant.quant.modes import OverflowMode, RoundMode, as_overflow_mode, as_round_mode
 from pquant.quant.granularity import Granularity
+from pquant.quant.modes import OverflowMode, RoundMode, as_overflow_mode, as_round_mode
 from pquant.quant.range_split import RangeSplitQuantizer
 from pquant.quant.registry import QuantizerConfig
 from pquant.quant.spec import QuantSpec
