@@ -12,7 +12,6 @@ from pquant import kernels
 from pquant.metrics.ebops import linear_cost
 from pquant.nn.weight_layer import CompressedWeightMixin
 from pquant.quant.costs import StepCosts, report_ebops
-from pquant.quant.hgq import HGQQuantizer
 from pquant.quant.modes import ROUND_INDEX, OverflowMode
 
 _F32 = torch.float32
@@ -155,7 +154,7 @@ class PQDense(CompressedWeightMixin, nn.Linear):
             return d["_hgq_value"]
 
         def usable(q):
-            return (isinstance(q, HGQQuantizer) and q.enabled and q.learn_i
+            return (getattr(q, "fuses_in_hgq_dense", False) and q.enabled
                     and q.f.dtype is _F32 and not q.f.is_cuda)
 
         q_in, q_w, q_b = quantizers

@@ -102,6 +102,12 @@ class Quantizer(nn.Module):
         """A :class:`~pquant.quant.spec.QuantSpec` when the format is per-tensor and constant."""
         return None
 
+    @property
+    def fuses_in_hgq_dense(self) -> bool:
+        """Whether the fused HGQ dense kernel can run this quantizer (it then provides
+        ``kernel_params()`` and ``report_bits(bits)``; see :class:`pquant.nn.dense.PQDense`)."""
+        return False
+
     def fused_spec(self, like: torch.Tensor):
         """The fused CPU kernels' description of this quantizer for tensors like ``like``, or None
         when they cannot run it (see :mod:`pquant.kernels`; only constant formats can)."""

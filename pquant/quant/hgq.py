@@ -304,6 +304,11 @@ class HGQQuantizer(Quantizer):
             self._plan_key = key
         return self._plan
 
+    @property
+    def fuses_in_hgq_dense(self) -> bool:
+        """The saturating modes (learned integer bits) run in the fused HGQ dense kernel."""
+        return self.learn_i
+
     def kernel_params(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(i_f, k)`` as the fused kernels take them (saturating modes)."""
         return self._parameters["i_f"], self._buffers["k"]
