@@ -3,11 +3,12 @@
 Shape of one entry (every key optional)::
 
     fc1:                      # a name as in model.named_modules(), or a glob such as "encoder.*"
+      quantizer: hgq          # the quantizer kind of all its roles (a name, or {_target_: ...})
       weight: {keep_negatives: 1, integer_bits: 0, fractional_bits: 5, round_mode: RND,
-               overflow_mode: SAT, granularity: per_channel}
+               overflow_mode: SAT, granularity: per_channel, quantizer: fixed}
       bias:   {...same keys...}
       input:  {quantize: true, keep_negatives: 1, integer_bits: 3, fractional_bits: 4,
-               round_mode: RND, overflow_mode: SAT}
+               round_mode: RND, overflow_mode: SAT, quantizer: ...}
       output: {...same keys as input...}
 
 Entries apply in the order given, exact names after globs. A key that matches no converted layer
@@ -22,16 +23,27 @@ from collections.abc import Mapping
 from pquant.errors import ConfigError, check_keep_negatives, fail
 from pquant.quant.granularity import Granularity
 from pquant.quant.modes import OverflowMode, RoundMode
+from pquant.quant.registry import resolve_kind
 from pquant.quant.spec import QuantSpec
 
 FORMAT_KEYS = ("keep_negatives", "integer_bits", "fractional_bits", "round_mode",
                "overflow_mode")
 SECTIONS = {
-    "weight": FORMAT_KEYS + ("granularity",),
-    "bias": FORMAT_KEYS + ("granularity",),
-    "input": FORMAT_KEYS + ("quantize",),
-    "output": FORMAT_KEYS + ("quantize",),
+    "weight": FORMAT_KEYS + ("granularity", "quantizer"),
+    "bias": FORMAT_KEYS + ("granularity", "quantizer"),
+    "input": FORMAT_KEYS + ("quantize", "quantizer"),
+    "output": FORMAT_KEYS + ("quantize", "quantizer"),
 }
+#: an entry's layer-level key: the quantizer kind of every role of the layer (a role's own
+#: ``quantizer`` wins)
+LAYER_KEYS = ("quantizer",)
+
+
+def _check_kind(path: str, value) -> None:
+    try:
+        resolve_kind(value, path)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _enum_name(path: str, value, enum_type) -> str:
@@ -48,9 +60,12 @@ def validate_layer_specific(table: Mapping, path: str = "quantization.layer_spec
         if not isinstance(entry, Mapping):
             raise fail(where, f"be a mapping with sections {list(SECTIONS)}", entry)
         for section, values in entry.items():
+            if section in LAYER_KEYS:
+                _check_kind(f"{where}.{section}", values)
+                continue
             if section not in SECTIONS:
-                raise fail(f"{where}", f"only have the sections {list(SECTIONS)}; "
-                           f"'{section}' is not one", section)
+                raise fail(f"{where}", f"only have the sections {list(SECTIONS)} (and "
+                           f"{list(LAYER_KEYS)}); '{section}' is not one", section)
             if not isinstance(values, Mapping):
                 raise fail(f"{where}.{section}", f"be a mapping with keys {SECTIONS[section]}",
                            values)
@@ -72,6 +87,8 @@ def validate_layer_specific(table: Mapping, path: str = "quantization.layer_spec
                     _enum_name(key_path, value, Granularity)
                 elif key == "quantize" and not isinstance(value, bool):
                     raise fail(key_path, "be true or false", value)
+                elif key == "quantizer":
+                    _check_kind(key_path, value)
             if all(k in values for k in FORMAT_KEYS[:3]):
                 width = sum(int(values[k]) for k in FORMAT_KEYS[:3])
                 if width < 1:
@@ -100,7 +117,12 @@ class LayerOverrides:
             if not (pattern == name or fnmatch.fnmatchcase(name, pattern)):
                 continue
             self.used.add(pattern)
+            if "quantizer" in entry:  # (before the entry's own role sections, which win)
+                for role in allowed_sections:
+                    merged.setdefault(role, {})["quantizer"] = entry["quantizer"]
             for section, values in entry.items():
+                if section in LAYER_KEYS:
+                    continue
                 if section not in allowed_sections:
                     raise ConfigError(
                         f"quantization.layer_specific.{pattern}: layer '{name}' has no "

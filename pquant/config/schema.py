@@ -19,6 +19,7 @@ from pquant.config.layer_specific import validate_layer_specific
 from pquant.errors import ConfigError, check_choice, check_keep_negatives, check_range, fail
 from pquant.quant.granularity import DataGranularity, Granularity
 from pquant.quant.modes import OverflowMode, RoundMode
+from pquant.quant.registry import resolve_kind
 from pquant.quant.spec import QuantSpec
 
 #: Weight-rewinding policy (values contain dashes, hence the functional Enum API).
@@ -144,6 +145,10 @@ class QuantizationConfig:
     dynamic_data_quantization: bool = False
     #: ReLU learns a power-of-two input scale x * 2**round(m)
     use_relu_multiplier: bool = False
+    #: the quantizer kind: ``{_target_: <Quantizer class>, <its settings>}`` or a kind name
+    #: (fixed, hgq, dynamic, ...; see pquant.quant.registry); null: from use_hgq and
+    #: dynamic_data_quantization. Validation replaces it by the kind's config object.
+    quantizer: Any = None
 
     def data_spec(self) -> QuantSpec:
         return QuantSpec(self.default_data_keep_negatives, self.default_data_integer_bits,
@@ -155,7 +160,43 @@ class QuantizationConfig:
                          self.default_weight_fractional_bits, self.round_mode,
                          self.overflow_mode_parameters)
 
+    def resolve_quantizer(self, path: str = "quantization") -> None:
+        """Resolve :attr:`quantizer` to its kind's config and reconcile the boolean selectors.
+
+        ``use_hgq`` and ``dynamic_data_quantization`` are the reference's names for the ``hgq``
+        and ``dynamic`` kinds: with no quantizer (or the ``fixed`` one) they pick the kind; with
+        another kind they must agree with it (the hgq and dynamic presets set both). A
+        contradiction is an error naming both settings.
+        """
+        if self.dynamic_data_quantization and self.use_hgq:
+            raise ConfigError(
+                f"{path}.dynamic_data_quantization=true applies to fixed-point data formats; "
+                f"with {path}.use_hgq=true the bit-widths are learned instead. Allowed with "
+                f"HGQ: false, got true")
+        try:
+            kind = resolve_kind("fixed" if self.quantizer is None else self.quantizer,
+                                f"{path}.quantizer")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        for flag, name in (("use_hgq", "hgq"), ("dynamic_data_quantization", "dynamic")):
+            wanted = getattr(self, flag)
+            if wanted and kind.name == "fixed":
+                kind = resolve_kind(name, f"{path}.quantizer")
+            elif wanted and kind.name != name:
+                raise ConfigError(
+                    f"{path}.{flag}=true selects the {name!r} quantizer but {path}.quantizer is "
+                    f"{kind.name!r} (_target_={kind._target_}): set {path}.{flag}=false to keep "
+                    f"{kind.name!r}, or pick quantization={name}; got {flag}=true")
+            elif not wanted and kind.name == name:
+                raise ConfigError(
+                    f"{path}.{flag}=false contradicts {path}.quantizer {name!r} "
+                    f"(_target_={kind._target_}), which is what {flag}=true selects: set "
+                    f"{path}.{flag}=true, or pick another quantizer (e.g. quantization=fixed); "
+                    f"got {flag}=false")
+        self.quantizer = kind
+
     def validate(self, path: str = "quantization") -> None:
+        self.resolve_quantizer(path)
         for kind in ("data", "weight"):
             kn = f"{path}.default_{kind}_keep_negatives"
             check_keep_negatives(kn, getattr(self, f"default_{kind}_keep_negatives"))
@@ -178,16 +219,13 @@ class QuantizationConfig:
                     f"use WRAP, SAT or SAT_SYM; got default_{kind}_keep_negatives=0")
         check_range(f"{path}.hgq_gamma", self.hgq_gamma, lo=0)
         check_range(f"{path}.hgq_beta", self.hgq_beta, lo=0)
-        if self.data_granularity is DataGranularity.per_feature and not self.use_hgq:
+        if (self.data_granularity is DataGranularity.per_feature
+                and not self.quantizer.quantizer_class().per_feature_data):
             raise ConfigError(
                 f"{path}.data_granularity=per_feature needs learnable bit-widths "
-                f"({path}.use_hgq=true); fixed-point data formats are per tensor; allowed "
-                f"without HGQ: per_tensor, got per_feature")
-        if self.dynamic_data_quantization and self.use_hgq:
-            raise ConfigError(
-                f"{path}.dynamic_data_quantization=true applies to fixed-point data formats; "
-                f"with {path}.use_hgq=true the bit-widths are learned instead. Allowed with "
-                f"HGQ: false, got true")
+                f"({path}.use_hgq=true, or a quantizer kind with per-feature formats); "
+                f"{self.quantizer.name!r} data formats are per tensor; allowed without HGQ: "
+                f"per_tensor, got per_feature")
         validate_layer_specific(self.layer_specific, f"{path}.layer_specific")
 
 

@@ -20,7 +20,6 @@ from pquant.fitcompress.mask import SearchedMask
 from pquant.fitcompress.search import SearchResult
 from pquant.fitcompress.space import LayerSpace
 from pquant.quant.adaptive import RangeSplitQuantizer
-from pquant.quant.base import Quantizer
 from pquant.quant.hgq import HGQQuantizer
 from pquant.quant.quantizer import FixedPointQuantizer
 
@@ -32,13 +31,12 @@ def _set_format(space: LayerSpace, k: int, i: int, f: int) -> None:
         q.set_format(k=k, i=i, f=f)
     elif isinstance(q, RangeSplitQuantizer):
         new = RangeSplitQuantizer(k, k + i + f, q.round_mode, q.overflow_mode, q.granularity)
-        layer.weight_quantizer = new.to(q.k.device)
-        Quantizer.format_epoch += 1
+        layer.weight_quantizer = new.to(q.k.device)  # (a new module: caches start afresh)
     elif isinstance(q, HGQQuantizer):
         with torch.no_grad():
             q.i.fill_(float(i))
             q.f.fill_(float(f))
-        Quantizer.format_epoch += 1
+        q.format_changed()
     else:  # pragma: no cover - every weight quantizer pquant builds is one of the above
         raise TypeError(f"FITCompress cannot set the weight format of {space.name}: "
                         f"{type(q).__name__}")

@@ -97,15 +97,18 @@ def _after(q: Quantizer | None, incoming: Grid | None) -> Grid | None:
 class _Walker:
     def __init__(self) -> None:
         self.elided: list[Quantizer] = []
+        #: the quantizers met so far along the chain: a skip depends on (at most) their formats
+        self.chain: list[Quantizer] = []
 
     def skip(self, q: Quantizer) -> None:
-        q.bypass = True
+        q.grant_bypass(self.chain)
         self.elided.append(q)
 
     def visit(self, module, grid: Grid | None, source: Quantizer | None):
         """Return the grid and the last active quantizer after ``module``."""
         if isinstance(module, PQModule):
             q_in, q_out = module.input_quantizer, module.output_quantizer
+            self.chain += [q for q in (q_in, q_out) if q is not None]
             module._upstream = (source,) if q_in is None and source is not None else None
             relu = module.computes_relu and getattr(module, "multiplier", None) is None
             if relu:
@@ -150,6 +153,7 @@ def _walk_sequentials(model: nn.Module, walker: _Walker) -> None:
     for module in model.modules():
         if type(module) is nn.Sequential and id(module) not in nested:
             grid, source = None, None
+            walker.chain = []  # a skip depends on the quantizers met along its own chain
             leaves = list(_leaves(module))
             for leaf, following in zip(leaves, leaves[1:] + [None]):
                 grid, source = walker.visit(leaf, grid, source)
@@ -157,7 +161,9 @@ def _walk_sequentials(model: nn.Module, walker: _Walker) -> None:
 
 
 def _walk_graph(model: nn.Module, graph: fx.Graph, walker: _Walker) -> None:
-    """The same analysis along the fx graph of a hand-written forward."""
+    """The same analysis along the fx graph of a hand-written forward (a skip depends on every
+    quantizer met before it in the graph's order: a superset of its upstream, so it lapses at
+    least whenever it must)."""
     modules = dict(model.named_modules())
     calls = Counter(n.target for n in graph.nodes if n.op == "call_module")
     for module in modules.values():
@@ -192,7 +198,8 @@ def _walk_graph(model: nn.Module, graph: fx.Graph, walker: _Walker) -> None:
 def elide_redundant_quantizers(model: nn.Module) -> list[str]:
     """Mark provably redundant quantizers as bypassed; return their dotted names.
 
-    Call again after changing quantizer formats by hand (any change lapses all bypasses).
+    Call again after changing quantizer formats by hand (a skip lapses when the format of the
+    quantizer or of one upstream of it in the chain changes).
     """
     for q in model.modules():
         if isinstance(q, Quantizer) and q.supports_bypass:

@@ -11,9 +11,8 @@ from torch import nn
 from pquant import kernels
 from pquant.nn.ebops import linear_cost
 from pquant.nn.weight_layer import CompressedWeightMixin
-from pquant.quant.base import Quantizer
-from pquant.quant.hgq import HGQQuantizer
-from pquant.quant.modes import OverflowMode
+from pquant.quant.costs import StepCosts, report_ebops
+from pquant.quant.modes import ROUND_INDEX, OverflowMode
 
 _F32 = torch.float32
 
@@ -96,7 +95,7 @@ class PQDense(CompressedWeightMixin, nn.Linear):
         m = self._modules
         quantizers = (m["input_quantizer"], m["weight_quantizer"], m["bias_quantizer"],
                       m["output_quantizer"])
-        key = (Quantizer.format_epoch, Quantizer.mode_epoch, *quantizers)
+        key = tuple((q, None if q is None else q.cache_key()) for q in quantizers)
         d = self.__dict__
         if d.get("_fused_key") == key:
             return d["_fused_value"]
@@ -149,13 +148,13 @@ class PQDense(CompressedWeightMixin, nn.Linear):
         else None. Cached like :meth:`_fused_specs`."""
         m = self._modules
         quantizers = (m["input_quantizer"], m["weight_quantizer"], m["bias_quantizer"])
-        key = (Quantizer.format_epoch, *quantizers)
+        key = tuple((q, None if q is None else q.format_version) for q in quantizers)
         d = self.__dict__
         if d.get("_hgq_key") == key:
             return d["_hgq_value"]
 
         def usable(q):
-            return (isinstance(q, HGQQuantizer) and q.enabled and q.learn_i
+            return (getattr(q, "fuses_in_hgq_dense", False) and q.enabled
                     and q.f.dtype is _F32 and not q.f.is_cuda)
 
         q_in, q_w, q_b = quantizers
@@ -167,7 +166,7 @@ class PQDense(CompressedWeightMixin, nn.Linear):
             for q in (q_in, q_w, q_b):
                 flags += ([0, 0] if q is None else
                           [int(q.overflow_mode is OverflowMode.SAT_SYM),
-                           kernels.ROUND_INDEX[q.round_mode]])
+                           ROUND_INDEX[q.round_mode]])
             # the EBOPs come out of the kernel when every width they depend on is learned there
             folded = q_in is not None and (self.bias is None or q_b is not None)
             parts = (q_in, q_w, q_b, flags, folded)
@@ -192,14 +191,15 @@ class PQDense(CompressedWeightMixin, nn.Linear):
                              *q_w.kernel_params(),
                              *(none2 if q_b is None else q_b.kernel_params()), flags, soft)
         y, w_eff, ebops = outs[0], outs[1], outs[2]
-        # this step's widths and EBOPs, for the HGQ loss
-        q_w.keep_step_bits(outs[3])
+        # this step's widths and EBOPs, for the HGQ loss (to the step's cost collector)
+        q_w.report_bits(outs[3])
         if q_in is not None:
-            q_in.keep_step_bits(outs[4])
+            q_in.report_bits(outs[4])
         if q_b is not None:
-            q_b.keep_step_bits(outs[-1])
+            q_b.report_bits(outs[-1])
         d = self.__dict__
-        d["_step_ebops"] = ebops if (folded and d["training"]) else None
+        if folded and d["training"]:
+            report_ebops(self, ebops)
         q_out = self._modules["output_quantizer"]
         if q_out is not None:
             y = q_out.forward(y)
@@ -214,9 +214,8 @@ class PQDense(CompressedWeightMixin, nn.Linear):
         in_shape = shapes[0]
         positions = math.prod(in_shape[:-1]) if len(in_shape) > 1 else 1
         loss = isinstance(for_loss, dict)  # the HGQ loss: EBOPs only
-        step = self.__dict__.get("_step_ebops")
-        if loss and step is not None:  # computed by this step's fused HGQ forward
-            self.__dict__["_step_ebops"] = None
+        step = for_loss.ebops_of(self) if isinstance(for_loss, StepCosts) else None
+        if step is not None:  # computed by this step's fused HGQ forward
             return None, step
         return linear_cost(self.weight_bits(for_loss), self.input_bits(for_loss),
                            self.kept_weights(), self.bias_bits(for_loss), positions, bops=not loss)

@@ -35,6 +35,7 @@ from pquant.nn.pool import PQAvgPool2d
 from pquant.quant.build import build_data_quantizer, build_parameter_quantizer
 from pquant.quant.granularity import Granularity, feature_shape
 from pquant.quant.modes import OverflowMode, as_overflow_mode
+from pquant.quant.registry import resolve_kind
 from pquant.quant.spec import QuantSpec
 
 
@@ -92,7 +93,8 @@ class LayerFactory:
         self.s = s
         q = s.quantization
         self.quantize = q.enable_quantization
-        self.hgq = q.use_hgq
+        q.resolve_quantizer()  # (idempotent: validated sections already hold the kind)
+        self.kind = q.quantizer  # the section's quantizer kind (a QuantizerConfig)
         self.data = q.data_spec()
         self.weight = q.weight_spec()
         self.norm_params = self.weight.with_(k=1, i=max(self.weight.i, 3))
@@ -120,6 +122,16 @@ class LayerFactory:
             raise ConfigError(str(exc)) from None
         return spec
 
+    def _kind(self, name: str, role: str, values):
+        """The quantizer kind of one role: ``layer_specific``'s ``quantizer``, else the section's."""
+        if "quantizer" not in values:
+            return self.kind
+        try:
+            return resolve_kind(values["quantizer"],
+                                f"quantization.layer_specific for layer {name} ({role}).quantizer")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+
     def _data_q(self, name, sections, role, base: QuantSpec, flow: Flow | None):
         q = self.s.quantization
         values = sections.get(role, {})
@@ -127,30 +139,32 @@ class LayerFactory:
         if not self.quantize or not values.get("quantize", default):
             return None
         spec = self._checked(apply_overrides(base, values), _where(name, role, values))
+        kind = self._kind(name, role, values)
         fshape = None
         if flow is not None and flow.features and flow.layout:
             fshape = feature_shape(flow.features, flow.layout)
-        elif self.hgq and q.data_granularity.name == "per_feature":
+        elif (kind.quantizer_class().per_feature_data
+              and q.data_granularity.name == "per_feature"):
             if name not in self.report.per_tensor_fallback:
                 self.report.per_tensor_fallback.append(name)
-        return build_data_quantizer(spec, hgq=self.hgq, dynamic=q.dynamic_data_quantization,
-                                    granularity=q.data_granularity, feature_shape=fshape)
+        return build_data_quantizer(kind, spec, q.data_granularity, fshape)
 
     def _param_q(self, name, sections, role, base: QuantSpec, param):
         if param is None or not self.quantize:
             return None
         values = sections.get(role, {})
         spec = self._checked(apply_overrides(base, values), _where(name, role, values))
+        kind = self._kind(name, role, values)
         granularity = self.s.quantization.granularity
-        if role == "bias" and not self.hgq:
+        if role == "bias" and not kind.quantizer_class().bias_follows_granularity:
             # fixed point: one bias format per tensor unless a layer asks otherwise (the range
             # split per element buys nothing for a vector added once per output)
             granularity = Granularity.per_tensor
         if "granularity" in values:
             granularity = Granularity[getattr(values["granularity"], "name",
                                               values["granularity"])]
-        return build_parameter_quantizer(spec, tuple(param.shape), granularity,
-                                         self.hgq).to(param.device)
+        return build_parameter_quantizer(kind, spec, tuple(param.shape),
+                                         granularity).to(param.device)
 
     def _pruning_for(self, name: str, weight, layer_type: str):
         self.weight_layer_names.append(name)

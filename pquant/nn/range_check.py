@@ -12,8 +12,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pquant.nn.base import PQModule
-
 #: share of the non-zero values outside the format's range above which a format is reported
 SATURATED_SHARE = 0.5
 
@@ -73,7 +71,10 @@ def range_warnings(model: nn.Module, example: torch.Tensor | None) -> list[str]:
         example: one input batch for the data quantizers (None: weights only).
     """
     inputs: dict[str, torch.Tensor] = {}
-    layers = {name: m for name, m in model.named_modules() if isinstance(m, PQModule)}
+    # (the layers: modules with the PQ layer interface's input and output quantizer slots --
+    # pquant.nn.base.PQModule; quant sits below nn and does not import it)
+    layers = {name: m for name, m in model.named_modules()
+              if hasattr(m, "input_quantizer") and hasattr(m, "output_quantizer")}
     handles = []
     for name, layer in layers.items():
         def grab(module, args, name=name):

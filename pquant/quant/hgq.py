@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from pquant import kernels
 from pquant.distributed import all_reduce_
+from pquant.quant import costs
 from pquant.quant.base import Quantizer
 from pquant.quant.fixed_point import (
     _fix_trn_underflow_,
@@ -31,7 +33,17 @@ from pquant.quant.fixed_point import (
     _wrap_codes,
     check_wrap_sm_signed,
 )
-from pquant.quant.modes import OverflowMode, RoundMode, as_overflow_mode, as_round_mode
+from pquant.quant.granularity import Granularity
+from pquant.quant.modes import (
+    ROUND_INDEX,
+    OverflowMode,
+    RoundMode,
+    as_overflow_mode,
+    as_round_mode,
+)
+from pquant.quant.quantizer import FixedPointQuantizer
+from pquant.quant.registry import QuantizerConfig
+from pquant.quant.spec import QuantSpec
 
 #: Valid range of the learnable bits (clamped after every epoch and when frozen).
 F_RANGE = (-24.0, 24.0)
@@ -194,6 +206,15 @@ class _HGQQuantize(torch.autograd.Function):
         return gx, gi, gf, None, None
 
 
+@dataclass
+class HGQConfig(QuantizerConfig):
+    """HGQ's learnable bit-widths (``quantization=hgq``; the weights of its loss terms,
+    ``hgq_beta`` and ``hgq_gamma``, and ``data_granularity`` are settings of the section)."""
+
+    name: ClassVar[str] = "hgq"
+    _target_: str = "pquant.quant.hgq.HGQQuantizer"
+
+
 class HGQQuantizer(Quantizer):
     """Quantizer with trainable integer/fractional bits.
 
@@ -205,6 +226,9 @@ class HGQQuantizer(Quantizer):
     """
 
     learnable = True
+    mean_width_regularizer = True
+    per_feature_data = True
+    bias_follows_granularity = True
 
     def __init__(self, k: int, i: int, f: int, round_mode, overflow_mode,
                  shape: tuple[int, ...] = ()) -> None:
@@ -223,7 +247,6 @@ class HGQQuantizer(Quantizer):
             self.f = nn.Parameter(torch.full(shape, float(f)))
             self.register_buffer("i", torch.full(shape, float(i)))
         self._register_load_state_dict_pre_hook(_split_keys_to_i_f, with_module=True)
-        self._step_bits: torch.Tensor | None = None
         self._plan_key = None
         self._plan: _Plan | None = None
 
@@ -262,9 +285,8 @@ class HGQQuantizer(Quantizer):
         return i, f
 
     def bits_for_loss(self, memo: dict | None = None) -> torch.Tensor:
-        """Widths with gradient: those of this step's forward if it ran, else recomputed."""
-        if self._step_bits is not None:
-            return self._step_bits
+        """Widths with gradient: those this step's forward reported into ``memo`` (a
+        :class:`~pquant.quant.costs.StepCosts`), else recomputed (and kept in ``memo``)."""
         if memo is not None and id(self) in memo:
             return memo[id(self)]
         i, f = self._i_f()
@@ -283,18 +305,20 @@ class HGQQuantizer(Quantizer):
             self._plan_key = key
         return self._plan
 
+    @property
+    def fuses_in_hgq_dense(self) -> bool:
+        """The saturating modes (learned integer bits) run in the fused HGQ dense kernel."""
+        return self.learn_i
+
     def kernel_params(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(i_f, k)`` as the fused kernels take them (saturating modes)."""
         return self._parameters["i_f"], self._buffers["k"]
 
-    def keep_step_bits(self, bits: torch.Tensor) -> None:
-        """Keep this step's widths (with their graph) for the HGQ loss -- in training only."""
-        d = self.__dict__
-        d["_step_bits"] = bits if (d["training"] and bits.requires_grad) else None
-
-    def end_step(self) -> None:
-        """Forget this step's widths (called by the loss once it has used them)."""
-        self.__dict__["_step_bits"] = None
+    def report_bits(self, bits: torch.Tensor) -> None:
+        """Report this forward's widths (with their graph) to the step's cost collector, if one
+        is active (:mod:`pquant.quant.costs`) -- in training only."""
+        if self.__dict__["training"]:
+            costs.report_bits(self, bits)
 
     def bits(self) -> torch.Tensor:
         with torch.no_grad():
@@ -326,8 +350,8 @@ class HGQQuantizer(Quantizer):
         return self._quantize(x, True)
 
     def _quantize(self, x: torch.Tensor, relu: bool) -> torch.Tensor:
-        # (runs for every quantizer at every step: tensors are read from the module's dicts and
-        # the step's widths written to its __dict__, skipping nn.Module's attribute hooks)
+        # (runs for every quantizer at every step: tensors are read from the module's dicts,
+        # skipping nn.Module's attribute hooks; the widths go to the step's cost collector)
         d = self.__dict__
         if not d["_enabled"]:
             return torch.relu(x) if relu else x
@@ -341,8 +365,8 @@ class HGQQuantizer(Quantizer):
                 # the same values (and gradients, to float rounding) in fused passes
                 q, bits = ext.hgq_quantize(x, i_f, self._buffers["k"],
                                            d["overflow_mode"] is OverflowMode.SAT_SYM,
-                                           kernels.ROUND_INDEX[d["round_mode"]], relu)
-                self.keep_step_bits(bits)
+                                           ROUND_INDEX[d["round_mode"]], relu)
+                self.report_bits(bits)
                 return q
             i, f = i_f[0], i_f[1]
         else:
@@ -352,7 +376,7 @@ class HGQQuantizer(Quantizer):
         q, bits = _HGQQuantize.apply(x, i, f, self._current_plan(), self.round_mode)
         if relu:
             q = torch.relu(q)
-        self.keep_step_bits(bits)
+        self.report_bits(bits)
         return q
 
     def on_epoch_end(self) -> None:
@@ -360,9 +384,20 @@ class HGQQuantizer(Quantizer):
             self.f.clamp_(*F_RANGE)
             self.i.clamp_(*I_RANGE)
 
-    def frozen(self):
-        from pquant.quant.quantizer import FixedPointQuantizer
+    @classmethod
+    def for_parameter(cls, config, spec: QuantSpec, shape: tuple[int, ...],
+                      granularity: Granularity) -> HGQQuantizer:
+        """One learned format per tensor, output channel or weight (``granularity``)."""
+        return cls(spec.k, spec.i, spec.f, spec.round_mode, spec.overflow_mode,
+                   granularity.shape(tuple(shape)))
 
+    @classmethod
+    def for_data(cls, config, spec: QuantSpec, feature_shape=None) -> HGQQuantizer:
+        """One learned format per feature (``feature_shape``) or per tensor."""
+        return cls(spec.k, spec.i, spec.f, spec.round_mode, spec.overflow_mode,
+                   feature_shape or ())
+
+    def frozen(self):
         with torch.no_grad():
             q = FixedPointQuantizer(1, 0, 1, self.round_mode, self.overflow_mode,
                                     shape=tuple(self.f.shape))  # (k set below)

@@ -20,6 +20,11 @@ class RoundMode(Enum):
     RND_INF = "RND_INF"  #: nearest, ties away from zero
 
 
+#: index of each rounding mode in the fused kernels' C++ enum (``pquant/kernels/pquant_kernels.cpp``
+#: lists them in the order of :class:`RoundMode`: keep the two in step)
+ROUND_INDEX = {mode: index for index, mode in enumerate(RoundMode)}
+
+
 class OverflowMode(Enum):
     """What happens to a value outside the representable range."""
 

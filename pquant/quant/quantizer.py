@@ -1,16 +1,36 @@
-"""Stateful fixed-point quantizer module (the format lives in buffers; the math in fixed_point)."""
+"""Stateful fixed-point quantizer module (the format lives in buffers; the math in fixed_point).
+
+The ``fixed`` quantizer kind (``quantization=fixed``): constant formats per tensor; weights with
+``per_channel``/``per_weight`` granularity split their width per group
+(:class:`~pquant.quant.range_split.RangeSplitQuantizer`).
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
 from pquant import kernels
 from pquant.quant.base import Quantizer
 from pquant.quant.fixed_point import bit_width, check_wrap_sm_signed, make_kernel, plan_constant
+from pquant.quant.fused import fixed_spec
+from pquant.quant.granularity import Granularity
 from pquant.quant.modes import OverflowMode, RoundMode, as_overflow_mode, as_round_mode
+from pquant.quant.range_split import RangeSplitQuantizer
+from pquant.quant.registry import QuantizerConfig
 from pquant.quant.spec import QuantSpec
 
-__all__ = ["FixedPointQuantizer", "QuantSpec"]
+__all__ = ["FixedPointConfig", "FixedPointQuantizer", "QuantSpec"]
+
+
+@dataclass
+class FixedPointConfig(QuantizerConfig):
+    """Constant fixed-point formats (no settings of its own: the formats are the section's)."""
+
+    name: ClassVar[str] = "fixed"
+    _target_: str = "pquant.quant.quantizer.FixedPointQuantizer"
 
 
 def _refresh_after_load(module, _incompatible_keys) -> None:
@@ -28,10 +48,11 @@ class FixedPointQuantizer(Quantizer):
 
     Attributes:
         enabled: when False the quantizer is the identity.
-        bypass: set by :func:`pquant.nn.chain.elide_redundant_quantizers` when the input is
-            provably already on this grid and in range, so the quantizer is the identity (value
-            and gradient) and is skipped. Any later format change anywhere (``set_format``,
-            ``load_state_dict``, toggling ``enabled``) invalidates every bypass.
+        bypass: granted by :func:`pquant.nn.chain.elide_redundant_quantizers` (through
+            :meth:`grant_bypass`) when the input is provably already on this grid and in range,
+            so the quantizer is the identity (value and gradient) and is skipped. The grant
+            lapses as soon as the format of this quantizer or of one it was granted on changes
+            (``set_format``, ``load_state_dict``, toggling ``enabled``, :meth:`format_changed`).
     """
 
     supports_bypass = True
@@ -50,7 +71,7 @@ class FixedPointQuantizer(Quantizer):
         self.round_mode = as_round_mode(round_mode)
         self.overflow_mode = as_overflow_mode(overflow_mode)
         check_wrap_sm_signed(k, self.overflow_mode)
-        self._bypass_epoch = -1
+        self._bypass: tuple | None = None  # ((quantizer, its format version), ...) of a grant
         self.register_buffer("k", torch.full(shape, float(k)))
         self.register_buffer("i", torch.full(shape, float(i)))
         self.register_buffer("f", torch.full(shape, float(f)))
@@ -62,22 +83,40 @@ class FixedPointQuantizer(Quantizer):
     # ---------------------------------------------------------------- flags
     @property
     def bypass(self) -> bool:
-        return self._bypass_epoch == Quantizer.format_epoch
+        grant = self._bypass
+        if grant is None:
+            return False
+        for q, version in grant:
+            if q._format_version != version:
+                self._bypass = None
+                return False
+        return True
 
     @bypass.setter
     def bypass(self, value: bool) -> None:
-        self._bypass_epoch = Quantizer.format_epoch if value else -1
+        """``True`` grants a skip that depends on this quantizer's format only (an existing
+        grant is kept); ``False`` withdraws it. Prefer :meth:`grant_bypass`."""
+        if not value:
+            self._bypass = None
+        elif not self.bypass:
+            self.grant_bypass(())
+
+    def grant_bypass(self, depends_on=()) -> None:
+        """Skip this quantizer until its format, or that of a quantizer in ``depends_on`` (the
+        ones upstream that put the input on this grid), changes."""
+        deps = [self] + [q for q in depends_on if q is not None and q is not self]
+        self._bypass = tuple((q, q._format_version) for q in deps)
 
     # ---------------------------------------------------------------- format
     def _refresh(self, initial: bool = False) -> None:
-        """Recompute cached bounds; bump ``format_epoch`` if the format actually changed."""
+        """Recompute cached bounds; bump the format version if the format actually changed."""
         snapshot = (self.k.detach().cpu().clone(), self.i.detach().cpu().clone(),
                     self.f.detach().cpu().clone())
         previous = getattr(self, "_format_snapshot", None)
         changed = previous is None or any(
             a.shape != b.shape or not torch.equal(a, b) for a, b in zip(previous, snapshot))
         if changed and not initial:
-            Quantizer.format_epoch += 1
+            self._format_version += 1
         self._format_snapshot = snapshot
         self._cache = {}
         if self.k.dim() == 0 and self.i.dim() == 0 and self.f.dim() == 0:
@@ -105,6 +144,26 @@ class FixedPointQuantizer(Quantizer):
     def frozen(self) -> FixedPointQuantizer:
         return self
 
+    # ---------------------------------------------------------------- builders
+    @classmethod
+    def for_parameter(cls, config, spec: QuantSpec, shape: tuple[int, ...],
+                      granularity: Granularity):
+        """``per_tensor``: the configured format; ``per_channel``/``per_weight``: its width,
+        split per group from the weights (:class:`RangeSplitQuantizer`)."""
+        if granularity is Granularity.per_tensor:
+            return cls.of(spec)
+        return RangeSplitQuantizer(spec.k, spec.bits, spec.round_mode, spec.overflow_mode,
+                                   granularity)
+
+    @classmethod
+    def for_data(cls, config, spec: QuantSpec, feature_shape=None) -> FixedPointQuantizer:
+        return cls.of(spec)
+
+    @classmethod
+    def of(cls, spec: QuantSpec, shape: tuple[int, ...] = ()) -> FixedPointQuantizer:
+        """A constant-format quantizer of ``spec`` (format buffers of ``shape``)."""
+        return cls(spec.k, spec.i, spec.f, spec.round_mode, spec.overflow_mode, shape=shape)
+
     @property
     def spec(self) -> QuantSpec | None:
         """The format as a :class:`QuantSpec` when it is per-tensor and constant, else None."""
@@ -120,7 +179,7 @@ class FixedPointQuantizer(Quantizer):
         kif = self._scalar_kif if self._scalar_kif is not None else (self.k, self.i, self.f)
         plan = plan_constant(*kif, self.round_mode, self.overflow_mode, self.training, x)
         kernel = make_kernel(plan, x)
-        spec = kernels.fixed_spec(plan, x)
+        spec = fixed_spec(plan, x)
         if spec is not None:  # (the torch kernel where tracing reaches a cached fused one)
             quantize, tracing, slow = kernels.get().quantize, kernels.tracing, kernel
             if spec.per_element_format:  # bound to the shape it was expanded for
@@ -157,7 +216,7 @@ class FixedPointQuantizer(Quantizer):
         return spec
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self._enabled or self._bypass_epoch == Quantizer.format_epoch:
+        if not self._enabled or (self._bypass is not None and self.bypass):
             return x
         return self._kernel(x)(x)
 

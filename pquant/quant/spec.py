@@ -42,14 +42,6 @@ class QuantSpec:
         as_round_mode(self.round_mode)
         check_wrap_sm_signed(self.k, self.overflow_mode, where)
 
-    def build(self, shape: tuple[int, ...] = ()):
-        """A constant-format :class:`~pquant.quant.quantizer.FixedPointQuantizer`."""
-        from pquant.quant.quantizer import FixedPointQuantizer
-
-        return FixedPointQuantizer(
-            self.k, self.i, self.f, self.round_mode, self.overflow_mode, shape=shape
-        )
-
     def with_(self, **changes) -> QuantSpec:
         """A copy with some fields replaced."""
         return replace(self, **changes)

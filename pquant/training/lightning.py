@@ -66,7 +66,8 @@ class PQuantCallback(Callback):
 
         @functools.wraps(self._original_step)
         def training_step(*args, **kwargs):
-            out = self._original_step(*args, **kwargs)
+            with driver.collecting():  # (the forward runs inside training_step)
+                out = self._original_step(*args, **kwargs)
             if not driver.in_epoch:
                 return out
             if isinstance(out, dict):

@@ -237,10 +237,12 @@ class StageDriver:
         return self.warnings
 
     def close(self) -> None:
-        """Remove the forward hooks that feed data-driven methods (idempotent)."""
+        """Remove the forward hooks that feed data-driven methods and the loss's cost collector
+        (idempotent)."""
         for handle in self._handles:
             handle.remove()
         self._handles = []
+        self.loss.close()
 
     # ------------------------------------------------------------------ losses
     def compression_active(self) -> bool:
@@ -254,6 +256,12 @@ class StageDriver:
         if not self.loss.active(self.stage):
             return loss
         return self.loss(self.stage, loss)
+
+    def collecting(self):
+        """A context for a training step whose forward does not call the driver's model itself
+        (it calls an inner module): widths and EBOPs the forward computes are then reused by
+        :meth:`add_compression_loss` instead of being recomputed. Optional."""
+        return self.loss.collecting()
 
     def compression_terms(self) -> dict[str, torch.Tensor]:
         """The current step's compression terms by name (``pruning/<layer>``, ``hgq``); their sum
@@ -304,6 +312,7 @@ class StageDriver:
         if self.before_pretraining_end is not None:
             self.before_pretraining_end(self)
             # it may change formats or replace pruning methods (FITCompress): collect anew
+            self.loss.close()
             self.loss = CompressionLoss(self.model, self.s)
         by_class: dict[type, list] = {}
         for layer in self.layers:

@@ -55,18 +55,24 @@ def test_per_channel_shape():
     assert q.spec is None
 
 
-def test_bypass_lapses_when_any_format_changes():
+def test_bypass_lapses_when_a_format_it_depends_on_changes():
     a = FixedPointQuantizer(1, 2, 3)
     b = FixedPointQuantizer(1, 2, 3)
-    a.bypass = True
+    unrelated = FixedPointQuantizer(1, 2, 3)
+    a.grant_bypass([b])  # (b puts a's input on a's grid)
     assert a.bypass
     x = torch.tensor([0.3])
     assert a(x) is x
     c = FixedPointQuantizer(1, 1, 1)  # creating a quantizer changes no format
+    unrelated.set_format(f=4)  # a format a does not depend on: no process-global epoch
     assert a.bypass
     b.set_format(f=4)
-    assert not a.bypass  # conservative: any format change invalidates every bypass
+    assert not a.bypass
     assert a(x).item() == 0.25
+    a.bypass = True  # (granted on its own format only)
+    assert a.bypass
+    a.set_format(f=4)
+    assert not a.bypass
     del c
 
 
@@ -81,7 +87,7 @@ def test_bypass_survives_device_moves_and_copies():
 def test_bypass_lapses_when_enabled_toggles():
     a = FixedPointQuantizer(1, 2, 3)
     b = FixedPointQuantizer(1, 2, 3)
-    a.bypass = True
+    a.grant_bypass([b])
     b.enabled = False
     assert not a.bypass
 
