@@ -18,8 +18,6 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent / "pquant"
 
 #: The layering, bottom first. A unit may import only units of lower layers (and itself); units
@@ -44,9 +42,6 @@ LAYERS: list[tuple[str, ...]] = [
     ("__main__",),  # `python -m pquant`
 ]
 
-#: Arrows (importer, imported) tolerated while a branch under way removes them -- empty: none is.
-#: test_pending_entries_are_still_real fails as soon as a listed arrow is gone.
-PENDING_FOR_OTHER_BRANCHES: frozenset[tuple[str, str]] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -138,8 +133,6 @@ RANK = {name: level for level, names in enumerate(LAYERS) for name in names}
 RANK["pquant"] = len(LAYERS)  # the public facade (pquant/__init__.py) is on top
 
 
-def _pending(arrow: Arrow) -> bool:
-    return (arrow.src, arrow.dst) in PENDING_FOR_OTHER_BRANCHES
 
 
 def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
@@ -199,8 +192,7 @@ def test_every_unit_has_a_layer():
 
 def test_no_arrow_from_a_lower_package_to_a_higher_one():
     bad = [a for a in ARROWS
-           if unit(a.src) != unit(a.dst) and RANK[unit(a.src)] <= RANK[unit(a.dst)]
-           and not _pending(a)]
+           if unit(a.src) != unit(a.dst) and RANK[unit(a.src)] <= RANK[unit(a.dst)]]
     lines = [f"  {a}  [{unit(a.src)} (layer {RANK[unit(a.src)]}) -> {unit(a.dst)} "
              f"(layer {RANK[unit(a.dst)]})]" for a in bad]
     assert not bad, ("imports against the layering (LAYERS in tests/test_import_graph.py):\n"
@@ -210,7 +202,7 @@ def test_no_arrow_from_a_lower_package_to_a_higher_one():
 def test_no_package_cycles():
     edges: dict[str, set[str]] = defaultdict(set)
     for a in ARROWS:
-        if unit(a.src) != unit(a.dst) and not _pending(a):
+        if unit(a.src) != unit(a.dst):
             edges[unit(a.src)].add(unit(a.dst))
     cycles = _cycles(edges)
     report = []
@@ -218,14 +210,14 @@ def test_no_package_cycles():
         members = set(comp)
         report.append(" <-> ".join(comp) + ":\n" + "\n".join(
             f"    {a}" for a in ARROWS if unit(a.src) in members and unit(a.dst) in members
-            and unit(a.src) != unit(a.dst) and not _pending(a)))
+            and unit(a.src) != unit(a.dst)))
     assert not cycles, "package cycles:\n" + "\n".join(report)
 
 
 def test_no_module_cycles():
     edges: dict[str, set[str]] = defaultdict(set)
     for a in ARROWS:
-        if not _pending(a) and a.dst in MODULES:
+        if a.dst in MODULES:
             edges[a.src].add(a.dst)
     # a package's __init__ importing its own submodules is how packages re-export; the reverse
     # (a submodule importing names from its package's __init__) closes a cycle and counts
@@ -234,31 +226,8 @@ def test_no_module_cycles():
     for comp in cycles:
         members = set(comp)
         report.append(" <-> ".join(comp) + ":\n" + "\n".join(
-            f"    {a}" for a in ARROWS if a.src in members and a.dst in members
-            and not _pending(a)))
+            f"    {a}" for a in ARROWS if a.src in members and a.dst in members))
     assert not cycles, "module cycles:\n" + "\n".join(report)
-
-
-@pytest.mark.parametrize("pair", sorted(PENDING_FOR_OTHER_BRANCHES), ids=" -> ".join)
-def test_pending_entries_are_still_real(pair):
-    """Every pending arrow still exists and still breaks the rules; once it is gone, delete it."""
-    src, dst = pair
-    assert src in MODULES and dst in MODULES, f"{pair}: a module no longer exists"
-    arrows = [a for a in ARROWS if (a.src, a.dst) == pair]
-    assert arrows, (f"{src} no longer imports {dst}: remove the pair from "
-                    f"PENDING_FOR_OTHER_BRANCHES")
-    upward = RANK[unit(src)] <= RANK[unit(dst)] and unit(src) != unit(dst)
-    in_cycle = any(set(pair) <= set(comp) for comp in _cycles(_module_edges()))
-    assert upward or in_cycle, (f"{src} -> {dst} breaks no rule any more: remove it from "
-                                f"PENDING_FOR_OTHER_BRANCHES")
-
-
-def _module_edges() -> dict[str, set[str]]:
-    edges: dict[str, set[str]] = defaultdict(set)
-    for a in ARROWS:
-        if a.dst in MODULES:
-            edges[a.src].add(a.dst)
-    return edges
 
 
 # ----------------------------------------------------------------------------------- leaves
