@@ -12,7 +12,8 @@ import pytest
 
 from tests.scale.servers import MlflowServer, free_port
 
-RUN = ["data=synthetic", "training.epochs=40", "training.pretraining_epochs=0",
+EPOCHS = 200  # long enough that the first epoch is seen well before the run ends
+RUN = ["data=synthetic", f"training.epochs={EPOCHS}", "training.pretraining_epochs=0",
        "training.fine_tuning_epochs=0", "training.progress=false", "pruning.epsilon=0.5"]
 
 
@@ -34,36 +35,39 @@ def _start_run(server, tmp_path, catchup: str):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def _wait_first_epoch(server, proc) -> str:
-    """The run's id once its first epoch's metrics reached the server."""
+def _freeze_after_first_epoch(server, proc) -> str:
+    """Freeze the run (SIGSTOP) once its first epoch's metrics reached the server; its id.
+
+    The run is frozen *before* each look at the server and let go again only when the look
+    finds nothing yet, so however fast the machine, the run cannot end between the moment its
+    first epoch is seen and the outage the caller starts (the caller sends SIGCONT).
+    """
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=server.uri)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.stdout.read()
+        proc.send_signal(signal.SIGSTOP)
         exp = client.get_experiment_by_name("pquant")
         if exp is not None:
             runs = client.search_runs([exp.experiment_id], f"tags.`pquant.pid` = '{proc.pid}'")
             if runs and client.get_metric_history(runs[0].info.run_id, "train/loss"):
+                assert runs[0].info.status == "RUNNING", "the run ended before the outage"
                 return runs[0].info.run_id
+        proc.send_signal(signal.SIGCONT)
         time.sleep(0.2)
     raise AssertionError("the run's first metrics never reached the server")
 
 
-def _stop_server_mid_run(server, proc, run_id: str) -> None:
-    """Stop the server while the run is certainly still training: the run is frozen (SIGSTOP)
-    from the moment its first epoch is seen until the server is down, so a fast machine cannot
-    finish the run before the outage begins."""
-    from mlflow.tracking import MlflowClient
-
-    proc.send_signal(signal.SIGSTOP)
+def _stop_server_mid_run(server, proc) -> str:
+    """Stop the server while the run is certainly still training; the run's id."""
+    run_id = _freeze_after_first_epoch(server, proc)
     try:
-        assert proc.poll() is None, "the run ended before the outage could begin"
-        assert MlflowClient(tracking_uri=server.uri).get_run(run_id).info.status == "RUNNING"
         server.stop()
     finally:
         proc.send_signal(signal.SIGCONT)
+    return run_id
 
 
 @pytest.mark.slow
@@ -72,8 +76,7 @@ def test_server_down_mid_run_then_back_catches_up(own_server, tmp_path):
 
     proc = _start_run(own_server, tmp_path, "300")
     try:
-        run_id = _wait_first_epoch(own_server, proc)
-        _stop_server_mid_run(own_server, proc, run_id)
+        run_id = _stop_server_mid_run(own_server, proc)
         time.sleep(8)  # training goes on while the server is down
         own_server.start()
         out, _ = proc.communicate(timeout=600)
@@ -86,7 +89,7 @@ def test_server_down_mid_run_then_back_catches_up(own_server, tmp_path):
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
     steps = sorted(m.step for m in client.get_metric_history(run_id, "train/loss"))
-    assert steps == sorted(set(steps)) and len(steps) == 40  # every epoch, once
+    assert steps == sorted(set(steps)) and len(steps) == EPOCHS  # every epoch, once
     assert "val/accuracy" in run.data.metrics
 
 
@@ -94,7 +97,7 @@ def test_server_down_mid_run_then_back_catches_up(own_server, tmp_path):
 def test_server_gone_for_good_fails_the_run_clearly(own_server, tmp_path):
     proc = _start_run(own_server, tmp_path, "5")
     try:
-        _stop_server_mid_run(own_server, proc, _wait_first_epoch(own_server, proc))
+        _stop_server_mid_run(own_server, proc)
         out, _ = proc.communicate(timeout=600)  # bounded: never hangs
     finally:
         if proc.poll() is None:
