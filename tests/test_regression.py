@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from pquant.config.errors import ConfigError
+from pquant.errors import ConfigError
 from tests.data.make_files import linear, write
 
 RUN = ["training.epochs=3", "training.pretraining_epochs=1", "training.progress=false",

@@ -5,7 +5,7 @@
     hls = to_hls4ml(model, example_input, "hls4ml_prj", compile=True); hls.predict(x)
 
 Each PQ layer type states its own export rule (``export_body`` next to its code); the writers
-here only know the neutral operations of :mod:`pquant.export.ops`. Needs the ``export`` extra.
+here only know the neutral operations of :mod:`pquant.nn.export_ops`. Needs the ``export`` extra.
 Importing this package imports neither onnx, qonnx nor hls4ml.
 """
 
@@ -17,7 +17,7 @@ _EXPORTS = {
     "to_qonnx": "pquant.export.qonnx_export",
     "run_qonnx": "pquant.export.qonnx_export",
     "to_hls4ml": "pquant.export.hls4ml_export",
-    "ExportError": "pquant.export.ops",
+    "ExportError": "pquant.nn.export_ops",
     "check_exports": "pquant.export.check",
 }
 

@@ -34,8 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     from pquant.errors import ConfigError
     from pquant.export.check import check_exports, summary_line
     from pquant.export.config import export_settings
-    from pquant.export.ops import ExportError
     from pquant.load import load_run
+    from pquant.nn.export_ops import ExportError
 
     formats = ["qonnx", "hls4ml"] if args.to == "both" else [args.to]
     try:

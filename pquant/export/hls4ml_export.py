@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from pquant.export.ops import ExportError
 from pquant.export.plan import plan
+from pquant.nn.export_ops import ExportError
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,8 @@ import re
 
 import numpy as np
 
-from pquant.export.ops import (
+from pquant.export.precision import fixed_type, frac_bits
+from pquant.nn.export_ops import (
     AffineOp,
     AvgPoolOp,
     ConvOp,
@@ -34,7 +35,6 @@ from pquant.export.ops import (
     ReshapeOp,
     Step,
 )
-from pquant.export.precision import fixed_type, frac_bits
 from pquant.quant.modes import OverflowMode, RoundMode
 
 log = logging.getLogger(__name__)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pquant.export.ops import ExportError, QuantOp, ReshapeOp, Step
 from pquant.nn.base import PQModule
+from pquant.nn.export_ops import ExportError, QuantOp, ReshapeOp, Step
 from pquant.nn.registry import is_passive
 
 

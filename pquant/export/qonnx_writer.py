@@ -25,7 +25,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from pquant.export.ops import (
+from pquant.export.precision import exact_channel_format
+from pquant.nn.export_ops import (
     AffineOp,
     AvgPoolOp,
     ConvOp,
@@ -36,7 +37,6 @@ from pquant.export.ops import (
     ReshapeOp,
     Step,
 )
-from pquant.export.precision import exact_channel_format
 from pquant.quant.modes import OverflowMode, RoundMode
 
 QONNX_DOMAIN = "qonnx.custom_op.general"

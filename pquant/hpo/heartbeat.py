@@ -2,7 +2,7 @@
 parent run that this worker still lives.
 
 Every ``interval`` seconds it records an Optuna heartbeat for each trial in flight (RDB storages
-opened with heartbeats, :func:`pquant.hpo.storage.open_storage`) and refreshes the worker's
+opened with heartbeats, :func:`pquant.tracking.optuna_storage.open_storage`) and refreshes the worker's
 ``last seen`` time on the parent run (:func:`pquant.tracking.stale.beat_parent`). Workers on other
 nodes then fail the trials of a worker that stopped beating, and end the parent run without it.
 """

@@ -3,7 +3,7 @@
 * Pruning regularisers (``PruningMethod.extra_loss``) -- during the TRAINING stage only.
 * HGQ (learnable quantizers, ``quantization=hgq``): ``hgq_beta * EBOPs + hgq_gamma * sum_q
   regularizer(q)`` (HGQ's: the mean width) -- in every stage but pretraining. EBOPs come from
-  the same cost functions as the report (:mod:`pquant.metrics.ebops`), differentiable in the
+  the same cost functions as the report (:mod:`pquant.nn.ebops`), differentiable in the
   learnable bit-widths, for the shapes of the forward just run. The width term averages over each quantizer's elements, so a per-weight
   quantizer is not pushed harder than a per-tensor one for the same ``hgq_gamma``.
 """

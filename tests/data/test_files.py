@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from pquant.config.errors import ConfigError
 from pquant.data.files import FilesData
+from pquant.errors import ConfigError
 from tests.data.make_files import blobs, linear, write
 
 FORMATS = ["csv", "parquet", "npz", "npy", "h5", "arff"]

@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 
 from pquant import add_compression_layers, train_model
-from pquant.config.errors import ConfigError
 from pquant.data.synthetic import SyntheticData
 from pquant.distill.loss import Distiller, distillation_loss
 from pquant.distill.schema import DistillationConfig
+from pquant.errors import ConfigError
 from pquant.pruning.base import Stage
 
 QUANT = {"default_data_keep_negatives": 1, "default_data_integer_bits": 3,

@@ -16,7 +16,7 @@ pytest.importorskip("qonnx")
 pytest.importorskip("hls4ml")
 
 import pquant  # noqa: E402
-from pquant.config.errors import ConfigError  # noqa: E402
+from pquant.errors import ConfigError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 SHORT = ["training.epochs=1", "training.pretraining_epochs=0", "training.fine_tuning_epochs=0",

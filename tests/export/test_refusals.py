@@ -80,7 +80,7 @@ def test_missing_input_quantizer_refused_by_hls4ml(tmp_path):
 def test_export_extra_missing_is_named(monkeypatch):
     import sys
 
-    from pquant.config.errors import ConfigError
+    from pquant.errors import ConfigError
 
     monkeypatch.setitem(sys.modules, "hls4ml", None)
     with pytest.raises(ConfigError, match=r"export=hls4ml needs the optional 'export' extra"):

@@ -436,7 +436,7 @@ def test_pdp_weight_outside_the_dense_kernel_matches(monkeypatch, shape):
 
 
 def test_runner_reports_kernel_settings_cleanly(monkeypatch, tmp_path):
-    from pquant.config.errors import ConfigError
+    from pquant.errors import ConfigError
     from pquant.runner import run
     from tests.conftest import FAST
 

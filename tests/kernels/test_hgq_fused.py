@@ -13,9 +13,9 @@ from torch import nn
 
 from pquant import add_compression_layers, kernels, load_config
 from pquant.config.sections import sections
-from pquant.metrics.ebops import linear_cost
 from pquant.nn.activation import PQActivation
 from pquant.nn.dense import PQDense
+from pquant.nn.ebops import linear_cost
 from pquant.pruning.base import EpochInfo, Stage
 from pquant.pruning.pdp import PDP, PDPConfig
 from pquant.quant.hgq import HGQQuantizer

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from pquant import add_compression_layers, compression_report
-from pquant.metrics.ebops import linear_cost
 from pquant.metrics.sparsity import sparsity_metrics
+from pquant.nn.ebops import linear_cost
 
 
 def _fixed_dense_model(compose, pruned_rows=()):

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from pquant.config.compose import load_config
-from pquant.config.errors import ConfigError
 from pquant.config.sections import sections
+from pquant.errors import ConfigError
 from pquant.nn.replace import add_compression_layers
 from pquant.quant.adaptive import DynamicDataQuantizer
 from pquant.quant.hgq import HGQQuantizer

@@ -35,7 +35,7 @@ def test_unreachable_postgres_storage_is_one_clear_error():
     import pytest
 
     pytest.importorskip("psycopg")
-    from pquant.config.errors import ConfigError
+    from pquant.errors import ConfigError
     from pquant.tracking.optuna_storage import open_storage
     from tests.scale.servers import free_port
 
