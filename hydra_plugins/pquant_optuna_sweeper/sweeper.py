@@ -202,11 +202,11 @@ class PQuantOptunaSweeper(Sweeper):
 
     def _beat_trials(self, trials) -> None:
         """A first heartbeat for trials just asked (before the next periodic beat)."""
-        storage = self._storage
-        if storage is not None and getattr(storage, "get_heartbeat_interval", None) \
-                and storage.get_heartbeat_interval():
+        from pquant.tracking.optuna_storage import beats
+
+        if self._storage is not None and beats(self._storage):
             for trial in trials:
-                storage.record_heartbeat(trial._trial_id)
+                self._storage.record_heartbeat(trial._trial_id)
 
     def _beat(self) -> None:
         """One heartbeat: the trials in flight (RDB storages) and this worker on the parent."""

@@ -232,15 +232,9 @@ class LayerFactory:
         )
 
     def avgpool(self, name, layer, flow: Flow, *, cls=PQAvgPool2d, layout: str = "channels2d"):
-        if not self.quantize:
-            return None, flow
+        """:meth:`io_layer`, per feature only when the incoming features have ``layout``."""
         f = Flow(flow.features, layout) if flow.layout == layout else Flow()
-        sections = self.overrides.for_layer(name, _IO)
-        return cls.from_torch(
-            layer,
-            input_quantizer=self._data_q(name, sections, "input", self.data, f),
-            output_quantizer=self._data_q(name, sections, "output", self.data, f),
-        ), flow
+        return self.io_layer(cls, name, layer, f)[0], flow
 
     def io_layer(self, cls, name, layer, flow: Flow):
         """A layer with input and output quantizers only (the standard builder of a registered

@@ -68,6 +68,12 @@ def open_storage(target: str, heartbeat: tuple[int, int] | None = None):
     return optuna.storages.JournalStorage(backend)
 
 
+def beats(storage) -> bool:
+    """Whether ``storage`` was opened with heartbeats (:func:`open_storage`)."""
+    interval = getattr(storage, "get_heartbeat_interval", None)
+    return interval is not None and bool(interval())
+
+
 def _server_storage(target: str, beats: dict, attempts: int = 6):
     """An RDB storage on a database server. Workers started together on a new database race
     to create Optuna's schema (the loser's ``CREATE TYPE`` fails): retried; a server that

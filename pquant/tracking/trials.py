@@ -47,8 +47,9 @@ def fail_lost_trials(study) -> list[int]:
     import optuna
     from optuna.trial import TrialState
 
-    storage = study._storage
-    if not hasattr(storage, "get_heartbeat_interval") or not storage.get_heartbeat_interval():
+    from pquant.tracking.optuna_storage import beats
+
+    if not beats(study._storage):
         return []
     running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
     if not running:
