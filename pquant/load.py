@@ -20,11 +20,10 @@ def _run_files(run: str | Path, tracking_uri: str | None) -> Path:
         return path
     if path.suffix or "/" in str(run):
         raise ConfigError(f"load_run: {str(run)!r} is neither a run directory nor an MLflow run id")
-    import mlflow
-
     from pquant.tracking.mlflow_tracker import default_uri
+    from pquant.tracking.store import open_client
 
-    client = mlflow.MlflowClient(tracking_uri or default_uri())
+    client = open_client(tracking_uri or default_uri())
     target = Path(tempfile.mkdtemp(prefix="pquant-run-"))
     try:
         for name in ("config.yaml", "model.pt", "model_final.pt", "report.json"):

@@ -63,12 +63,12 @@ def _log_to_mlflow(run_id: str, uri: str | None, metrics: dict, paths: list[Path
     import shutil
     import time
 
-    import mlflow
     from mlflow.entities import Metric
 
     from pquant.tracking.mlflow_tracker import default_uri
+    from pquant.tracking.store import open_client
 
-    client = mlflow.MlflowClient(uri or default_uri())
+    client = open_client(uri or default_uri())
     stamp = int(time.time() * 1000)
     client.log_batch(run_id, metrics=[Metric(k, float(v), stamp, 0) for k, v in metrics.items()])
     for path in paths:

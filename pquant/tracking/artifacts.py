@@ -16,9 +16,10 @@ def download_run_files(uri: str, run_id: str, names: Sequence[str], dst: str | P
         FileNotFoundError: the run or one of the files is not in the store.
     """
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=uri)
+    from pquant.tracking.store import open_client
+
+    client = open_client(uri)
     dst = Path(dst)
     dst.mkdir(parents=True, exist_ok=True)
     try:

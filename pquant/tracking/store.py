@@ -177,10 +177,28 @@ def open_client(uri: str):
                 "several processes creating it at once. Its runs are intact. Repair it with "
                 f"`python -m pquant.tracking.store repair {uri}` (it keeps a copy in "
                 f"{path.name}.bak), or point tracking.uri at another file")
-        with _quiet_migrations():  # (a config error later must stay one line on stderr)
-            client = MlflowClient(tracking_uri=uri)
-            client._tracking_client.store  # noqa: B018 - creates and migrates the store, locked
+        try:
+            with _quiet_migrations():  # (a config error later must stay one line on stderr)
+                client = MlflowClient(tracking_uri=uri)
+                client._tracking_client.store  # noqa: B018 - creates and migrates it, locked
+        except Exception as exc:  # noqa: BLE001 - alembic/sqlalchemy errors: one clear message
+            raise StoreError(_unopenable(path, uri, exc)) from None
     return client
+
+
+def _unopenable(path: Path, uri: str, exc: Exception) -> str:
+    """Why MLflow could not create or migrate the sqlite store, and what to do."""
+    import mlflow
+
+    problem = _half_migrated(path)
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return (f"cannot open the MLflow store {path}: {type(exc).__name__}: {first}"
+            + (f" (it is half-migrated: {problem})" if problem else "")
+            + ". Another program (an `mlflow ui`, a script with its own MlflowClient) may have "
+            "been creating or upgrading it at the same time: run the command again. A store "
+            f"written by a newer MLflow needs that version (this is MLflow {mlflow.__version__}). "
+            f"`python -m pquant.tracking.store repair {uri}` finishes an interrupted migration "
+            f"(it keeps a copy in {path.name}.bak); or point tracking.uri at another file")
 
 
 @contextlib.contextmanager

@@ -27,9 +27,10 @@ def _env():
 
 
 def _client(uri):
-    from mlflow.tracking import MlflowClient
+    # open_client takes the store's lock: the tests poll while a command creates the store
+    from pquant.tracking.store import open_client
 
-    return MlflowClient(tracking_uri=uri)
+    return open_client(uri)
 
 
 def _all_runs(uri):

@@ -108,6 +108,24 @@ def test_a_run_refuses_a_half_migrated_store_before_training(tmp_path):
     assert len(_runs(f"sqlite:///{db}")) == 1  # only the one made by _break
 
 
+def test_a_store_mlflow_cannot_migrate_is_one_clear_message(tmp_path):
+    """What a concurrent foreign migration or a newer MLflow leaves: no alembic traceback."""
+    from pquant.tracking.store import open_client
+
+    db = tmp_path / "mlflow.db"
+    open_client(f"sqlite:///{db}")
+    con = sqlite3.connect(db)
+    con.execute("UPDATE alembic_version SET version_num = 'ffffffffffff'")
+    con.commit()
+    con.close()
+    r = subprocess.run([sys.executable, "-m", "pquant", *TINY, f"tracking.uri=sqlite:///{db}"],
+                       cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
+    assert r.returncode in CONFIG_EXIT, r.stderr
+    assert "Traceback" not in r.stderr, r.stderr
+    assert f"cannot open the MLflow store {db}" in r.stderr and "ffffffffffff" in r.stderr
+    assert "tracking.uri" in r.stderr
+
+
 # ----------------------------------------------------------------------------- pre-checks
 def test_check_store_unit(tmp_path):
     from pquant.tracking.store import StoreError, check_store

@@ -50,9 +50,12 @@ def test_a_signal_during_training_stops_at_a_batch_boundary(compose, fast_overri
 
 
 def _runs(uri):
-    from mlflow.tracking import MlflowClient
+    # open_client, not MlflowClient: this polls while the command is still creating the store,
+    # and only open_client takes the store's lock (a bare client would migrate it at the same
+    # time and leave it half-migrated)
+    from pquant.tracking.store import open_client
 
-    client = MlflowClient(tracking_uri=uri)
+    client = open_client(uri)
     exp = client.get_experiment_by_name("pquant")
     return client.search_runs([exp.experiment_id]) if exp else []
 
