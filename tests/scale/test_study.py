@@ -50,11 +50,16 @@ def test_three_workers_one_postgres_study_kill_and_restart(postgres, mlflow_serv
 
     storage = postgres.create_database("study_three_workers")
     env = worker_env(mlflow_server.uri)
-    budget = ["hydra.sweeper.n_trials=3", "hydra.sweeper.max_trials=6"]
+    # two trials per invocation, six in the study: workers 0 and 1 run four, the restarted
+    # worker the last two. The victim's trials are long (epochs), so that the SIGKILL lands
+    # mid-trial whatever the machine's load: a 2-epoch trial could end between seeing it RUNNING
+    # and the signal.
+    budget = ["hydra.sweeper.n_trials=2", "hydra.sweeper.max_trials=6"]
     logs = [(tmp_path / f"w{i}.log").open("w") for i in range(4)]
-    procs = [subprocess.Popen(worker_cmd(storage, tmp_path / f"w{i}", *budget), cwd=tmp_path,
-                              env=env, stdout=logs[i], stderr=subprocess.STDOUT)
-             for i in range(3)]
+    long = ["training.epochs=100000"]
+    procs = [subprocess.Popen(worker_cmd(storage, tmp_path / f"w{i}", *budget, *(long if i == 2 else [])),
+                              cwd=tmp_path, env=env, stdout=logs[i], stderr=subprocess.STDOUT)
+             for i in range(3)]  # started together: they race to create the study's tables
     victim = procs[2]
     client = MlflowClient(tracking_uri=mlflow_server.uri)
 
@@ -88,15 +93,17 @@ def test_three_workers_one_postgres_study_kill_and_restart(postgres, mlflow_serv
                 p.kill()
                 p.wait()
     study = optuna.load_study(study_name="scale3", storage=open_storage(storage))
-    states = {t.number: t.state.name for t in study.trials}
-    assert states[killed_trial] == "FAIL"  # not RUNNING forever
-    assert "RUNNING" not in states.values()
-    assert client.get_run(killed_run.info.run_id).info.status == "KILLED"
-    # restart the killed worker: it resumes the study up to max_trials
+    assert sum(t.state.name == "COMPLETE" for t in study.trials) == 4
+    # restart the killed worker (the README's command): it resumes the study up to max_trials.
+    # (Workers 0 and 1 may have finished before the kill; then this one finds the lost trial.)
     restart = subprocess.run(worker_cmd(storage, tmp_path / "w2-again", *budget), cwd=tmp_path,
                              env=env, stdout=logs[3], stderr=subprocess.STDOUT, timeout=900)
     assert restart.returncode == 0, (tmp_path / "w3.log").read_text()
     study = optuna.load_study(study_name="scale3", storage=open_storage(storage))
+    states = {t.number: t.state.name for t in study.trials}
+    assert states[killed_trial] == "FAIL"  # not RUNNING forever
+    assert "RUNNING" not in states.values()
+    assert client.get_run(killed_run.info.run_id).info.status == "KILLED"
     numbers = [t.number for t in study.trials]
     assert len(numbers) == len(set(numbers))
     counted = [t for t in study.trials if t.state.name != "FAIL"]
