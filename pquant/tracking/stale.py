@@ -86,8 +86,45 @@ def _note() -> str:
     return f"marked KILLED by pid {os.getpid()} on {socket.gethostname()} at {stamp}"
 
 
+def _set_tag(client, run_id: str, key: str, value: str) -> None:
+    """``client.set_tag``, safe when another worker sets the same tag at the same moment.
+
+    MLflow's database store writes a tag by a lookup and then an insert, so when two workers
+    set the same new tag on the study's parent together, the slower insert fails on the tag's
+    key ("duplicate key" / "UNIQUE constraint failed"). The tag exists by then: setting it again
+    updates it.
+    """
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(3):
+        try:
+            client.set_tag(run_id, key, value)
+            return
+        except MlflowException as exc:
+            text = str(exc)
+            if attempt == 2 or not any(m in text for m in _DUPLICATE):
+                raise
+            time.sleep(0.05 * (attempt + 1))
+
+
+#: how a lost race to insert the same tag reads (PostgreSQL, MySQL, sqlite, SQL Server)
+_DUPLICATE = ("duplicate key", "Duplicate entry", "UNIQUE constraint failed",
+              "UniqueViolation", "IntegrityError")
+
+
+def _delete_tag(client, run_id: str, key: str) -> None:
+    """``client.delete_tag``; a tag another worker deleted first is no error."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.delete_tag(run_id, key)
+    except MlflowException:
+        if key in client.get_run(run_id).data.tags:
+            raise
+
+
 def _kill(client, run_id: str, why: str) -> None:
-    client.set_tag(run_id, KILLED_TAG, why)
+    _set_tag(client, run_id, KILLED_TAG, why)
     client.set_terminated(run_id, "KILLED")
 
 
@@ -102,14 +139,14 @@ def settle_parent(client, run_id: str, tags: dict[str, str]) -> str | None:
     statuses = []
     for key, (proc, _, status, seen) in current.items():
         if status == "RUNNING" and _lost(proc, seen, tags):
-            client.set_tag(run_id, key, f"{epoch} KILLED")
+            _set_tag(client, run_id, key, f"{epoch} KILLED")
             status = "KILLED"
         if status == "RUNNING":
             return None
         statuses.append(status)
     final = aggregate(statuses)
     if final == "KILLED":
-        client.set_tag(run_id, KILLED_TAG, f"every sweep worker of this study was gone; {_note()}")
+        _set_tag(client, run_id, KILLED_TAG, f"every sweep worker of this study was gone; {_note()}")
     client.set_terminated(run_id, final)
     return final
 
@@ -193,12 +230,12 @@ def join_parent(client, run_id: str, grace: float | None = None) -> str:
         epoch += 1
     key = worker_key(me)
     if grace is not None:
-        client.set_tag(run_id, GRACE_TAG, f"{grace:g}")
-    client.set_tag(run_id, key, f"{epoch} RUNNING {time.time():.0f}")
-    client.set_tag(run_id, EPOCH_TAG, str(epoch))
+        _set_tag(client, run_id, GRACE_TAG, f"{grace:g}")
+    _set_tag(client, run_id, key, f"{epoch} RUNNING {time.time():.0f}")
+    _set_tag(client, run_id, EPOCH_TAG, str(epoch))
     if run.info.status != "RUNNING":
         if KILLED_TAG in tags:
-            client.delete_tag(run_id, KILLED_TAG)
+            _delete_tag(client, run_id, KILLED_TAG)
         client.update_run(run_id, status="RUNNING")
     return key
 
@@ -208,7 +245,7 @@ def beat_parent(client, run_id: str) -> None:
     key = worker_key(ProcessId.current())
     mine = workers(client.get_run(run_id).data.tags).get(key)
     if mine is not None and mine[2] == "RUNNING":
-        client.set_tag(run_id, key, f"{mine[1]} RUNNING {time.time():.0f}")
+        _set_tag(client, run_id, key, f"{mine[1]} RUNNING {time.time():.0f}")
 
 
 def kill_trial_runs(client, parent_id: str, study: str, numbers: list[int], why: str) -> list[str]:
@@ -237,5 +274,5 @@ def leave_parent(client, run_id: str, status: str) -> str | None:
     tags = client.get_run(run_id).data.tags
     epoch = tags.get(EPOCH_TAG, "0") or "0"
     mine = workers(tags).get(key)
-    client.set_tag(run_id, key, f"{mine[1] if mine else epoch} {status}")
+    _set_tag(client, run_id, key, f"{mine[1] if mine else epoch} {status}")
     return settle_parent(client, run_id, client.get_run(run_id).data.tags)
